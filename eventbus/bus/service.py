@@ -1,0 +1,222 @@
+"""The bus service: the one `publish` every entry point ends in, event reads, and the background upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from eventbus.clock import Clock, SystemClock
+from eventbus.errors import InvalidArgumentError, NotFoundError, PayloadTooLargeError
+from eventbus.model import Event, PublishResult, StoredEvent
+from eventbus.patterns import PatternSet
+from eventbus.store.base import DEFAULT_RETRY_SCHEDULE, EventQuery, Store
+
+log = structlog.get_logger("eventbus.bus")
+
+MAX_BATCH = 1000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+GROUP_KIND = "grpc"
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    """Tunables of the bus (the operations issue exposes them in the config file)."""
+
+    dedup_window: timedelta = timedelta(hours=24)
+    retention: timedelta = timedelta(days=7)
+    retry_schedule: tuple[timedelta, ...] = DEFAULT_RETRY_SCHEDULE
+    default_ack_deadline: timedelta = timedelta(seconds=30)
+    max_ack_deadline: timedelta = timedelta(hours=12)
+    default_max_in_flight: int = 100
+    max_in_flight_limit: int = 10_000
+    group_idle_expiry: timedelta = timedelta(days=7)
+    ephemeral_idle_expiry: timedelta = timedelta(minutes=2)
+    heartbeat_every: timedelta = timedelta(seconds=30)
+    janitor_every: float = 30.0  # seconds of real time between upkeep rounds
+    backfill_chunk: int = 1000
+    prune_chunk: int = 5000
+    lease_batch: int = 256  # most deliveries leased (and sent on the wire) at once
+    poll_every: timedelta = field(default=timedelta(seconds=1))  # wake-ups are hints; this is the safety net
+
+
+class Bus:
+    """Publish and read events; owns the background tasks (backfills, expiry, retention)."""
+
+    def __init__(self, store: Store, *, clock: Clock | None = None, settings: BusSettings | None = None) -> None:
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings or BusSettings()
+        self.active_streams: dict[str, int] = {}  # subscription id → streams of this process joined to it
+        self._backfill_kick = asyncio.Event()
+        self.shutting_down = asyncio.Event()  # set first on SIGTERM: streams stop taking new deliveries
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run_backfills(), name="eventbus-backfill"),
+            asyncio.create_task(self._run_janitor(), name="eventbus-janitor"),
+        ]
+        self._backfill_kick.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # -- publish -------------------------------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[Event], *, not_before: datetime | None = None) -> list[PublishResult]:
+        """Store 1..1000 validated events atomically, fanned out; answers after the durable commit."""
+        if not events:
+            raise InvalidArgumentError.for_field("events", "at least one event is required")
+        if len(events) > MAX_BATCH:
+            raise InvalidArgumentError.for_field("events", f"{len(events)} events; at most {MAX_BATCH} per call")
+        total = sum(event.size() for event in events)
+        if total > MAX_BATCH_BYTES:
+            raise PayloadTooLargeError.for_field("events", f"batch is {total} bytes; at most {MAX_BATCH_BYTES}")
+        if not_before is not None and not_before.tzinfo is None:
+            raise InvalidArgumentError.for_field("not_before", "must be timezone-aware")
+        outcomes = await self.store.append(
+            events, now=self.clock.now(), not_before=not_before, dedup_window=self.settings.dedup_window
+        )
+        return [
+            PublishResult(id=e.id, source=e.source, event_id=o.event_id, seq=o.seq, duplicate=o.duplicate)
+            for e, o in zip(events, outcomes, strict=True)
+        ]
+
+    # -- read ----------------------------------------------------------------------------------------------
+
+    async def get_event(
+        self, *, event_id: str | None = None, source: str | None = None, id: str | None = None
+    ) -> StoredEvent:
+        if event_id:
+            found = await self.store.get_event(event_id)
+            if found is None:
+                raise NotFoundError(f"event {event_id} does not exist")
+            return found
+        if source and id:
+            found = await self.store.find_event(source, id)
+            if found is None:
+                raise NotFoundError(f"no event with source {source!r} and id {id!r}")
+            return found
+        raise InvalidArgumentError.for_field("event_id", "give an event_id, or both source and id")
+
+    async def list_events(
+        self,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        patterns: Sequence[str] = (),
+        source: str | None = None,
+        subject: str | None = None,
+        received_after: datetime | None = None,
+        received_before: datetime | None = None,
+    ) -> tuple[list[StoredEvent], str]:
+        """A page of the log in seq order and the token of the next page ("" when this is the last).
+
+        Pattern matching happens here, over a bounded scan (10 pages' worth of rows): a page may come back
+        short, or empty with a token, when few events match; keep paging until the token is empty.
+        """
+        if page_size < 0 or page_size > 1000:
+            raise InvalidArgumentError.for_field("page_size", "must be between 1 and 1000 (0 means 100)")
+        size = page_size or 100
+        after = decode_page_token(page_token)
+        pattern_set = PatternSet.parse(list(patterns)) if patterns else None
+        if received_after and received_before and received_before <= received_after:
+            raise InvalidArgumentError.for_field("received_before", "must be after received_after")
+        scan = size * 10 if pattern_set else size
+        rows = await self.store.list_events(
+            EventQuery(
+                after_seq=after,
+                limit=scan,
+                source=source or None,
+                subject=subject or None,
+                received_after=received_after,
+                received_before=received_before,
+            )
+        )
+        page: list[StoredEvent] = []
+        last_seen = after
+        for stored in rows:
+            last_seen = stored.seq
+            if pattern_set is None or pattern_set.matches(stored.event.type):
+                page.append(stored)
+                if len(page) == size:
+                    break
+        if len(page) == size:
+            exhausted = len(rows) < scan and last_seen == rows[-1].seq
+        else:
+            exhausted = len(rows) < scan
+        next_token = "" if exhausted else encode_page_token(last_seen)
+        return page, next_token
+
+    # -- background ----------------------------------------------------------------------------------------
+
+    def kick_backfills(self) -> None:
+        self._backfill_kick.set()
+
+    async def _run_backfills(self) -> None:
+        while True:
+            await self._backfill_kick.wait()
+            self._backfill_kick.clear()
+            try:
+                for subscription_id in await self.store.pending_backfills():
+                    while await self.store.backfill(
+                        subscription_id, now=self.clock.now(), limit=self.settings.backfill_chunk
+                    ):
+                        await asyncio.sleep(0)  # let publishes share the writer between chunks
+            except Exception as exc:
+                log.error("backfill_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+                self._backfill_kick.set()
+
+    async def run_upkeep(self) -> None:
+        """One round: heartbeat live groups, expire idle ones, purge deleted rows, prune past retention."""
+        now = self.clock.now()
+        await self.store.touch_subscriptions([s for s, n in self.active_streams.items() if n > 0], now=now)
+        idle = await self.store.idle_subscriptions(
+            GROUP_KIND,
+            ephemeral_before=now - self.settings.ephemeral_idle_expiry,
+            durable_before=now - self.settings.group_idle_expiry,
+        )
+        for subscription_id in idle:
+            if self.active_streams.get(subscription_id, 0) == 0:
+                await self.store.delete_subscription(subscription_id, now=now)
+                log.info("group_expired", subscription_id=subscription_id)
+        while await self.store.purge_deleted(limit=self.settings.prune_chunk) >= self.settings.prune_chunk:
+            await asyncio.sleep(0)
+        older_than = now - self.settings.retention
+        while await self.store.prune(older_than=older_than, limit=self.settings.prune_chunk) > 0:
+            await asyncio.sleep(0)
+
+    async def _run_janitor(self) -> None:
+        while True:
+            try:
+                await self.run_upkeep()
+            except Exception as exc:
+                log.error("upkeep_failed", error=str(exc))
+            await asyncio.sleep(self.settings.janitor_every)
+
+
+def encode_page_token(after_seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{after_seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq" or not value.isdigit():
+            raise ValueError(text)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError.for_field("page_token", "not a token this server issued") from exc

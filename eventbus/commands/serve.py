@@ -1,0 +1,27 @@
+"""`eventbus serve`: settings from flags and env, logging, the faster loop when installed, then run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import structlog
+
+from eventbus.config import settings_from
+from eventbus.errors import InvalidArgumentError
+from eventbus.logs import configure_logging
+from eventbus.runtime import serve
+
+
+async def serve_command(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(vars(args))
+    except InvalidArgumentError as exc:
+        from eventbus.commands.client_commands import UsageError
+
+        raise UsageError(exc.message) from exc
+    configure_logging(settings.log_format, settings.log_level)
+    structlog.get_logger("eventbus.server").info(
+        "server_starting", loop=type(asyncio.get_running_loop()).__module__.split(".")[0]
+    )
+    return await serve(settings)

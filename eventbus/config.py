@@ -1,0 +1,117 @@
+"""Server settings from flags and environment variables (flags win), validated before anything starts."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from eventbus.errors import InvalidArgumentError
+from eventbus.store import DEFAULT_STORE_URL
+
+DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, field: str) -> ListenAddress:
+        """`HOST:PORT` or `[IPv6]:PORT`; port 0 picks a free one."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise InvalidArgumentError.for_field(field, f"{text!r}: expected HOST:PORT (e.g. 127.0.0.1:8080)")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return cls(host, int(port))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    store_url: str = DEFAULT_STORE_URL
+    grpc_listen: ListenAddress = field(default_factory=lambda: ListenAddress.parse(DEFAULT_GRPC_LISTEN, "grpc"))
+    http_listen: ListenAddress = field(default_factory=lambda: ListenAddress.parse(DEFAULT_HTTP_LISTEN, "http"))
+    api_key: str | None = None
+    allow_destinations: tuple[IPNetwork, ...] = ()
+    log_format: str | None = None  # None: console on a TTY, JSON otherwise
+    log_level: str = "info"
+    shutdown_grace: float = 10.0
+
+    def check_exposure(self) -> None:
+        """With no API key the server is open, so it may only listen on loopback."""
+        if self.api_key:
+            return
+        for name, address in (("grpc-listen", self.grpc_listen), ("http-listen", self.http_listen)):
+            if not address.is_loopback:
+                raise InvalidArgumentError.for_field(
+                    name, f"{address} is not loopback and no --api-key is set: refusing to serve an open bus"
+                )
+
+
+def parse_networks(values: list[str], field: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for value in values:
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise InvalidArgumentError.for_field(field, f"{item!r} is not a CIDR: {exc}") from exc
+    return tuple(networks)
+
+
+def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = None) -> ServerSettings:
+    """Merge flags (None = not given) over `EVENTBUS_*` variables over defaults."""
+    env = os.environ if env is None else env
+
+    def pick(flag: str, variable: str, default: str | None) -> str | None:
+        value = flags.get(flag)
+        if value is not None:
+            return str(value)
+        return env.get(variable) or default
+
+    log_format = pick("log_format", "EVENTBUS_LOG_FORMAT", None)
+    if log_format not in (None, "console", "json"):
+        raise InvalidArgumentError.for_field("log-format", f"{log_format!r}: use console or json")
+    allow_flags = flags.get("allow_destination") or []
+    assert isinstance(allow_flags, list)
+    allow = allow_flags or ([env["EVENTBUS_ALLOW_DESTINATIONS"]] if env.get("EVENTBUS_ALLOW_DESTINATIONS") else [])
+    grace_text = pick("shutdown_grace", "EVENTBUS_SHUTDOWN_GRACE", "10") or "10"
+    try:
+        grace = float(grace_text)
+    except ValueError as exc:
+        raise InvalidArgumentError.for_field("shutdown-grace", f"{grace_text!r} is not a number of seconds") from exc
+    settings = ServerSettings(
+        store_url=pick("store", "EVENTBUS_STORE", DEFAULT_STORE_URL) or DEFAULT_STORE_URL,
+        grpc_listen=ListenAddress.parse(
+            pick("grpc_listen", "EVENTBUS_GRPC_LISTEN", DEFAULT_GRPC_LISTEN) or "", "grpc-listen"
+        ),
+        http_listen=ListenAddress.parse(
+            pick("http_listen", "EVENTBUS_HTTP_LISTEN", DEFAULT_HTTP_LISTEN) or "", "http-listen"
+        ),
+        api_key=pick("api_key", "EVENTBUS_API_KEY", None),
+        allow_destinations=parse_networks([str(a) for a in allow], "allow-destination"),
+        log_format=log_format,
+        log_level=(pick("log_level", "EVENTBUS_LOG_LEVEL", "info") or "info").lower(),
+        shutdown_grace=grace,
+    )
+    settings.check_exposure()
+    return settings

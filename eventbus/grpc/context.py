@@ -1,0 +1,62 @@
+"""Per-call plumbing shared by the servicers: auth, error mapping, and one canonical log line per call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import structlog
+
+from eventbus.auth import KeyRing, Scope
+from eventbus.errors import EventBusError, UnavailableError
+from eventbus.grpc.errors import abort, status_code_of
+
+log = structlog.get_logger("eventbus.grpc")
+Context = Any  # grpc.aio.ServicerContext (grpcio ships no type information)
+
+
+def metadata_value(context: Context, key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+@asynccontextmanager
+async def rpc(context: Context, method: str, keys: KeyRing, scope: Scope) -> AsyncIterator[None]:
+    """Authorise the call, turn domain errors into statuses, and log one line when it ends."""
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    structlog.contextvars.bind_contextvars(rpc=method)
+    try:
+        try:
+            keys.authorize(metadata_value(context, "authorization"), scope)
+            yield
+        except EventBusError as exc:
+            code = status_code_of(exc)
+            await abort(context, exc)
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "Event loop is closed" not in str(exc):
+                raise
+            code = grpc.StatusCode.UNAVAILABLE
+            await abort(context, UnavailableError(f"temporarily unavailable: {exc}"))
+    except BaseException as exc:
+        if code is grpc.StatusCode.OK:
+            code = _code_of_abort(exc)
+        raise
+    finally:
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        level = log.info if code is grpc.StatusCode.OK or method == "Subscribe" else log.warning
+        level("grpc_call", method=method, code=code.name, duration_ms=elapsed)
+        structlog.contextvars.unbind_contextvars("rpc")
+
+
+def _code_of_abort(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    if isinstance(exc, GeneratorExit | KeyboardInterrupt) or type(exc).__name__ == "CancelledError":
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL

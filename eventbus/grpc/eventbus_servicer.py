@@ -1,0 +1,206 @@
+"""`eventbus.v1.EventBus`: Publish, Subscribe, GetEvent, ListEvents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from eventbus.auth import KeyRing, Scope
+from eventbus.bus.groups import ConsumerGroups, JoinRequest, group_name
+from eventbus.bus.service import Bus
+from eventbus.bus.session import AckRequest, AckStatus, GroupSession
+from eventbus.errors import InvalidArgumentError, UnavailableError
+from eventbus.grpc.context import Context, rpc
+from eventbus.grpc.convert import (
+    event_from_proto,
+    from_duration,
+    from_timestamp,
+    stored_event_to_proto,
+    to_duration,
+    to_timestamp,
+)
+from eventbus.store.base import LeasedDelivery, StartPosition
+from eventbus.v1 import cloudevent_pb2 as ce_pb
+from eventbus.v1 import eventbus_pb2 as pb
+from eventbus.v1 import eventbus_pb2_grpc as pb_grpc
+
+_ACK_STATUS = {pb.Ack.SUCCESS: AckStatus.SUCCESS, pb.Ack.RETRY: AckStatus.RETRY, pb.Ack.DROP: AckStatus.DROP}
+
+
+class EventBusServicer(pb_grpc.EventBusServicer):
+    def __init__(self, bus: Bus, groups: ConsumerGroups, keys: KeyRing) -> None:
+        self.bus = bus
+        self.groups = groups
+        self.keys = keys
+
+    async def Publish(self, request: pb.PublishRequest, context: Context) -> pb.PublishResponse:
+        async with rpc(context, "Publish", self.keys, Scope.PUBLISH):
+            events = [event_from_proto(e, f"events[{i}]") for i, e in enumerate(request.events)]
+            not_before = from_timestamp(request.not_before) if request.HasField("not_before") else None
+            results = await self.bus.publish(events, not_before=not_before)
+            return pb.PublishResponse(
+                results=[
+                    pb.PublishResult(event_id=r.event_id, seq=r.seq, duplicate=r.duplicate, id=r.id, source=r.source)
+                    for r in results
+                ]
+            )
+        raise AssertionError("unreachable: rpc() aborts on error")
+
+    async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> ce_pb.StoredEvent:
+        async with rpc(context, "GetEvent", self.keys, Scope.SUBSCRIBE):
+            which = request.WhichOneof("ref")
+            if which == "source_id":
+                stored = await self.bus.get_event(source=request.source_id.source, id=request.source_id.id)
+            else:
+                stored = await self.bus.get_event(event_id=request.event_id)
+            return stored_event_to_proto(stored)
+        raise AssertionError("unreachable: rpc() aborts on error")
+
+    async def ListEvents(self, request: pb.ListEventsRequest, context: Context) -> pb.ListEventsResponse:
+        async with rpc(context, "ListEvents", self.keys, Scope.SUBSCRIBE):
+            events, token = await self.bus.list_events(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                patterns=list(request.patterns),
+                source=request.source or None,
+                subject=request.subject or None,
+                received_after=from_timestamp(request.received_after) if request.HasField("received_after") else None,
+                received_before=(
+                    from_timestamp(request.received_before) if request.HasField("received_before") else None
+                ),
+            )
+            return pb.ListEventsResponse(events=[stored_event_to_proto(e) for e in events], next_page_token=token)
+        raise AssertionError("unreachable: rpc() aborts on error")
+
+    async def Subscribe(
+        self, request_iterator: AsyncIterator[pb.SubscribeRequest], context: Context
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        async with rpc(context, "Subscribe", self.keys, Scope.SUBSCRIBE):
+            try:
+                first = await anext(request_iterator)
+            except StopAsyncIteration:
+                return
+            if first.WhichOneof("request") != "join":
+                raise InvalidArgumentError.for_field("join", "the first message of a stream must be a join")
+            session = await self.groups.join(join_from_proto(first.join))
+            try:
+                yield pb.SubscribeResponse(
+                    joined=pb.Joined(
+                        group=group_name(session.subscription),
+                        subscription_id=session.subscription.id,
+                        created=session.created,
+                        ephemeral=session.subscription.ephemeral,
+                        max_in_flight=session.max_in_flight,
+                        ack_deadline=to_duration(session.ack_deadline),
+                    )
+                )
+                async for response in _stream(session, request_iterator):
+                    yield response
+            finally:
+                await asyncio.shield(session.close())
+
+
+def join_from_proto(join: pb.Join) -> JoinRequest:
+    start = StartPosition()
+    which = join.start.WhichOneof("position")
+    if which == "seq":
+        start = StartPosition(edge="seq", seq=join.start.seq)
+    elif which == "time":
+        start = StartPosition(edge="time", time=from_timestamp(join.start.time))
+    elif which == "edge":
+        if join.start.edge == pb.StartPosition.EARLIEST:
+            start = StartPosition(edge="earliest")
+        elif join.start.edge not in (pb.StartPosition.LATEST, pb.StartPosition.EDGE_UNSPECIFIED):
+            raise InvalidArgumentError.for_field("join.start.edge", f"unknown start position {join.start.edge}")
+    return JoinRequest(
+        group=join.group,
+        patterns=tuple(join.patterns),
+        filter=join.filter or None,
+        start=start,
+        max_in_flight=join.max_in_flight,
+        ack_deadline=from_duration(join.ack_deadline, "join.ack_deadline") if join.HasField("ack_deadline") else None,
+    )
+
+
+def _delivery_to_proto(delivery: LeasedDelivery) -> pb.Delivery:
+    return pb.Delivery(
+        delivery_id=delivery.delivery_id,
+        attempt=delivery.attempt,
+        first_attempt_at=to_timestamp(delivery.first_attempt_at),
+        event=stored_event_to_proto(delivery.event),
+        ack_deadline=to_timestamp(delivery.lease_expires_at),
+    )
+
+
+async def _stream(
+    session: GroupSession, requests: AsyncIterator[pb.SubscribeRequest]
+) -> AsyncIterator[pb.SubscribeResponse]:
+    """Deliveries and ack results, interleaved; ends when the client stops sending (half-close)."""
+    outbox: asyncio.Queue[pb.SubscribeResponse | BaseException | None] = asyncio.Queue()
+
+    async def read_requests() -> None:
+        try:
+            async for request in requests:
+                which = request.WhichOneof("request")
+                if which == "acks":
+                    acks = [
+                        AckRequest(
+                            delivery_id=a.delivery_id,
+                            status=_ACK_STATUS.get(a.status),
+                            retry_after=from_duration(a.retry_after, "acks.retry_after")
+                            if a.HasField("retry_after")
+                            else None,
+                        )
+                        for a in request.acks.acks
+                    ]
+                    outcomes = await session.settle(acks)
+                elif which == "extend":
+                    by = from_duration(request.extend.by, "extend.by") if request.extend.HasField("by") else None
+                    outcomes = await session.extend(list(request.extend.delivery_ids), by)
+                else:
+                    raise InvalidArgumentError.for_field(
+                        which or "request", "join is only allowed as the first message"
+                    )
+                results = [pb.AckResult(delivery_id=o.delivery_id, ok=o.ok, reason=o.reason) for o in outcomes]
+                await outbox.put(pb.SubscribeResponse(ack_results=pb.AckResults(results=results)))
+            await outbox.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the stream, which ends with the right status
+            await outbox.put(exc)
+
+    async def send_deliveries() -> None:
+        try:
+            while True:
+                batch = await session.next_batch()
+                await outbox.put(
+                    pb.SubscribeResponse(deliveries=pb.Deliveries(deliveries=[_delivery_to_proto(d) for d in batch]))
+                )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            await outbox.put(exc)
+
+    sender = asyncio.create_task(send_deliveries())
+
+    async def end_on_shutdown() -> None:
+        # Stop sending, give the consumer the grace period to ack what it holds, then tell it to reconnect.
+        await session.bus.shutting_down.wait()
+        sender.cancel()
+        while session.in_flight > 0:
+            await asyncio.sleep(0.02)
+        await outbox.put(UnavailableError("the server is shutting down: reconnect to another one or retry"))
+
+    tasks = [asyncio.create_task(read_requests()), sender, asyncio.create_task(end_on_shutdown())]
+    try:
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

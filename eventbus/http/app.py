@@ -1,0 +1,78 @@
+"""The aiohttp application: `make_app`, health and readiness, request logging, errors as problem+json."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+
+from eventbus.auth import KeyRing
+from eventbus.bus.service import Bus
+from eventbus.http.problems import Handler, problem_middleware, problem_response
+
+log = structlog.get_logger("eventbus.http")
+
+BUS = web.AppKey("bus", Bus)
+KEYS = web.AppKey("keys", KeyRing)
+READY: web.AppKey[Callable[[], bool]] = web.AppKey("ready")
+OPEN_PATHS = ("/healthz", "/readyz")
+
+
+@web.middleware
+async def log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One canonical line per request, with a request id bound for everything logged meanwhile."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        if request.path not in OPEN_PATHS or status >= 400:
+            log.info(
+                "http_request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The store answers and both servers are bound (and no shutdown has begun)."""
+    if not request.app[READY]():
+        return problem_response(503, "Not ready", "the server is starting or shutting down", slug="not-ready")
+    try:
+        await request.app[BUS].store.ping()
+    except Exception as exc:
+        return problem_response(503, "Not ready", f"the store does not answer: {exc}", slug="not-ready")
+    return web.json_response({"status": "ready"})
+
+
+def make_app(
+    bus: Bus, keys: KeyRing, ready: Callable[[], bool], *, client_max_size: int = 16 * 1024 * 1024
+) -> web.Application:
+    """The application; later features add their routes to it (inbound webhooks, `/v1`, `/ui/`)."""
+    app = web.Application(middlewares=[log_middleware, problem_middleware], client_max_size=client_max_size)
+    app[BUS] = bus
+    app[KEYS] = keys
+    app[READY] = ready
+    setup_routes(app)
+    return app
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

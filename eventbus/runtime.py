@@ -1,0 +1,113 @@
+"""`eventbus serve`: the store, the bus, gRPC and HTTP in one process, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from eventbus.auth import KeyRing
+from eventbus.bus.groups import ConsumerGroups
+from eventbus.bus.service import Bus, BusSettings
+from eventbus.clock import Clock
+from eventbus.config import ListenAddress, ServerSettings
+from eventbus.errors import UnavailableError
+from eventbus.grpc.server import GrpcServer
+from eventbus.http.app import make_app
+from eventbus.store import open_store
+
+log = structlog.get_logger("eventbus.server")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    grpc: ListenAddress
+    http: ListenAddress
+
+
+class EventBusServer:
+    """The whole service; tests run it in-process with a manual clock, `serve()` runs it until a signal."""
+
+    def __init__(
+        self, settings: ServerSettings, *, clock: Clock | None = None, bus_settings: BusSettings | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = open_store(settings.store_url)
+        self.bus = Bus(self.store, clock=clock, settings=bus_settings)
+        self.groups = ConsumerGroups(self.bus)
+        self.keys = KeyRing.single(settings.api_key)
+        self.grpc = GrpcServer(self.bus, self.groups, self.keys, str(settings.grpc_listen))
+        self._ready = False
+        self._runner: web.AppRunner | None = None
+        self.addresses: BoundAddresses | None = None
+
+    async def start(self) -> BoundAddresses:
+        await self.store.open()
+        await self.bus.start()
+        await self.grpc.start()
+        app = make_app(self.bus, self.keys, lambda: self._ready)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await self._runner.setup()
+        listen = self.settings.http_listen
+        site = web.TCPSite(self._runner, listen.host, listen.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UnavailableError(f"cannot listen for HTTP on {listen}: {exc.strerror or exc}") from exc
+        http_port = self._runner.addresses[0][1]
+        self.addresses = BoundAddresses(
+            grpc=ListenAddress(self.settings.grpc_listen.host, self.grpc.port),
+            http=ListenAddress(listen.host, http_port),
+        )
+        self._ready = True
+        log.info(
+            "server_ready",
+            grpc=str(self.addresses.grpc),
+            http=str(self.addresses.http),
+            store=_redact(self.settings.store_url),
+        )
+        return self.addresses
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Not ready first (health NOT_SERVING, /readyz 503), then stop accepting, drain, release, close."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        log.info("server_stopping", grace_s=grace)
+        self._ready = False
+        await self.grpc.begin_shutdown()
+        self.bus.shutting_down.set()
+        await self.grpc.stop(grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.bus.stop()
+        await self.store.close()
+        log.info("server_stopped")
+
+
+def _redact(url: str) -> str:
+    """Store URLs may carry a password; never log it."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url
+
+
+async def serve(settings: ServerSettings) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns the exit status."""
+    server = EventBusServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except Exception:
+        await server.stop(0)
+        raise
+    await stop.wait()
+    await server.stop()
+    return 0

@@ -1,0 +1,253 @@
+"""The client's side of a Subscribe stream: deliveries in, acks out, reconnect and rejoin when it drops."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import grpc
+import structlog
+
+from eventbus.errors import DeliveryLeaseLostError, EventBusError, UnavailableError
+from eventbus.grpc.convert import from_timestamp, stored_event_from_proto, to_duration
+from eventbus.grpc.errors import error_from_rpc
+from eventbus.model import StoredEvent
+from eventbus.v1 import eventbus_pb2
+
+if TYPE_CHECKING:
+    from eventbus.client import EventBusClient
+
+log = structlog.get_logger("eventbus.client")
+_RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+)
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One event handed to this consumer. Settle it exactly once: `ack`, `retry` or `drop`."""
+
+    delivery_id: str
+    attempt: int
+    first_attempt_at: datetime
+    ack_deadline: datetime
+    event: StoredEvent
+    _stream: _Stream = field(repr=False)
+
+    async def ack(self) -> None:
+        """Done with it. Raises `DeliveryLeaseLostError` when the lease was lost (it was or will be redelivered)."""
+        await self._stream.settle(self, eventbus_pb2.Ack.SUCCESS, None)
+
+    async def retry(self, delay: timedelta | None = None) -> None:
+        """Try again after `delay`, or by the group's retry schedule when None (it counts as an attempt)."""
+        await self._stream.settle(self, eventbus_pb2.Ack.RETRY, delay)
+
+    async def drop(self) -> None:
+        """Give up on it: it goes dead with reason `dropped`."""
+        await self._stream.settle(self, eventbus_pb2.Ack.DROP, None)
+
+    async def extend(self, by: timedelta | None = None) -> None:
+        """Push the ack deadline to now + `by` (default: the stream's ack deadline)."""
+        await self._stream.extend(self, by)
+
+
+class _Stream:
+    """One connection's stream; replaced by a new one on reconnect (its deliveries then lose their leases)."""
+
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall[eventbus_pb2.SubscribeRequest, eventbus_pb2.SubscribeResponse]
+    ) -> None:
+        self.call = call
+        self.outbox: asyncio.Queue[eventbus_pb2.SubscribeRequest] = asyncio.Queue()
+        self.waiting: dict[str, list[asyncio.Future[None]]] = {}
+        self.alive = True
+        self.inbox: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
+        self.writer = asyncio.create_task(self._write())
+        self.reader: asyncio.Task[None] | None = None
+
+    def start_reading(self) -> None:
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        """Ack results are handled here, so a consumer awaiting `ack()` never waits on its own loop."""
+        try:
+            while True:
+                response = await self.call.read()
+                if response is grpc.aio.EOF:
+                    raise UnavailableError("the server ended the stream")
+                assert isinstance(response, eventbus_pb2.SubscribeResponse)
+                which = response.WhichOneof("response")
+                if which == "ack_results":
+                    self.resolve(response.ack_results)
+                elif which == "deliveries":
+                    for item in response.deliveries.deliveries:
+                        self.inbox.put_nowait(
+                            Delivery(
+                                delivery_id=item.delivery_id,
+                                attempt=item.attempt,
+                                first_attempt_at=from_timestamp(item.first_attempt_at),
+                                ack_deadline=from_timestamp(item.ack_deadline),
+                                event=stored_event_from_proto(item.event),
+                                _stream=self,
+                            )
+                        )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.fail(error_from_rpc(exc) if isinstance(exc, grpc.aio.AioRpcError) else UnavailableError(str(exc)))
+            self.inbox.put_nowait(exc)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                request = await self.outbox.get()
+                if request.WhichOneof("request") == "acks":
+                    # Coalesce every ack already queued into one message.
+                    while not self.outbox.empty() and self.outbox._queue[0].WhichOneof("request") == "acks":  # type: ignore[attr-defined]
+                        request.acks.acks.extend(self.outbox.get_nowait().acks.acks)
+                await self.call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            self.fail(UnavailableError("the stream ended before the request was sent"))
+
+    def _expect(self, delivery_id: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(delivery_id, []).append(future)
+        return future
+
+    async def settle(self, delivery: Delivery, status: int, delay: timedelta | None) -> None:
+        if not self.alive:
+            raise DeliveryLeaseLostError("the stream this delivery came on is gone; it will be redelivered")
+        ack = eventbus_pb2.Ack(delivery_id=delivery.delivery_id, status=status)  # type: ignore[arg-type]
+        if delay is not None:
+            ack.retry_after.CopyFrom(to_duration(delay))
+        future = self._expect(delivery.delivery_id)
+        self.outbox.put_nowait(eventbus_pb2.SubscribeRequest(acks=eventbus_pb2.Acks(acks=[ack])))
+        await future
+
+    async def extend(self, delivery: Delivery, by: timedelta | None) -> None:
+        if not self.alive:
+            raise DeliveryLeaseLostError("the stream this delivery came on is gone; it will be redelivered")
+        extend = eventbus_pb2.Extend(delivery_ids=[delivery.delivery_id])
+        if by is not None:
+            extend.by.CopyFrom(to_duration(by))
+        future = self._expect(delivery.delivery_id)
+        self.outbox.put_nowait(eventbus_pb2.SubscribeRequest(extend=extend))
+        await future
+
+    def resolve(self, results: eventbus_pb2.AckResults) -> None:
+        for result in results.results:
+            futures = self.waiting.get(result.delivery_id)
+            if not futures:
+                continue
+            future = futures.pop(0)
+            if not futures:
+                del self.waiting[result.delivery_id]
+            if future.done():
+                continue
+            if result.ok:
+                future.set_result(None)
+            else:
+                future.set_exception(DeliveryLeaseLostError(result.reason or "the server refused the ack"))
+
+    def fail(self, error: EventBusError) -> None:
+        self.alive = False
+        for futures in self.waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(DeliveryLeaseLostError(f"{error.message}; it will be redelivered"))
+        self.waiting.clear()
+
+    async def close(self) -> None:
+        self.fail(UnavailableError("the subscription was closed"))
+        tasks = [t for t in (self.writer, self.reader) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.call.cancel()
+
+
+class Subscription:
+    """An async iterator of deliveries; reconnects with backoff and rejoins the same group after a drop.
+
+    An ephemeral group (no name) cannot be rejoined: a reconnect joins a new one, starting at `latest`.
+    """
+
+    def __init__(self, client: EventBusClient, join: eventbus_pb2.Join, *, reconnect: bool) -> None:
+        self.client = client
+        self.join = join
+        self.reconnect = reconnect
+        self.group: str | None = None
+        self.subscription_id: str | None = None
+        self.reconnects = 0
+        self.joined = asyncio.Event()
+        self._stream: _Stream | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iterate()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
+
+    async def _open(self) -> _Stream:
+        call = self.client.stub.Subscribe(metadata=self.client._metadata)
+        stream = _Stream(call)
+        await call.write(eventbus_pb2.SubscribeRequest(join=self.join))
+        response = await call.read()
+        if response is grpc.aio.EOF:
+            await stream.close()
+            raise UnavailableError("the server ended the stream before joining")
+        assert isinstance(response, eventbus_pb2.SubscribeResponse)
+        joined = response.joined
+        self.group, self.subscription_id = joined.group, joined.subscription_id
+        self.joined.set()
+        stream.start_reading()
+        return stream
+
+    async def _iterate(self) -> AsyncIterator[Delivery]:
+        backoff = 0.05
+        while not self._closed:
+            stream: _Stream | None = None
+            try:
+                stream = self._stream = await self._open()
+                backoff = 0.05
+                while True:
+                    item = await stream.inbox.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            except grpc.aio.AioRpcError as exc:
+                if self._closed:
+                    return
+                if exc.code() not in _RETRYABLE or not self.reconnect:
+                    raise error_from_rpc(exc) from None
+            except (UnavailableError, asyncio.InvalidStateError):
+                if self._closed:
+                    return
+                if not self.reconnect:
+                    raise
+            finally:
+                if stream is not None:
+                    await stream.close()  # its unsettled deliveries lose their leases and come back later
+                self._stream = None
+            self.reconnects += 1
+            log.info("subscription_reconnecting", group=self.join.group or None, backoff_s=round(backoff, 3))
+            await asyncio.sleep(backoff * (1 + random.random()))
+            backoff = min(backoff * 2, 2.0)
