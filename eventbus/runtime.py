@@ -79,6 +79,7 @@ class EventBusServer:
         await self.grpc.begin_shutdown()
         self.bus.shutting_down.set()
         await self.grpc.stop(grace)
+        await self.bus.close_sessions()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.bus.stop()

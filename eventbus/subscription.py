@@ -167,6 +167,7 @@ class _Stream:
 
     async def close(self) -> None:
         self.fail(UnavailableError("the subscription was closed"))
+        self.inbox.put_nowait(UnavailableError("the subscription was closed"))
         tasks = [t for t in (self.writer, self.reader) if t is not None]
         for task in tasks:
             task.cancel()
@@ -190,9 +191,16 @@ class Subscription:
         self.joined = asyncio.Event()
         self._stream: _Stream | None = None
         self._closed = False
+        self._iterator: AsyncIterator[Delivery] | None = None
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self._iterate()
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        """The next delivery; one iterator per subscription, so `anext(sub)` and `async for` share it."""
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return await anext(self._iterator)
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -202,6 +210,12 @@ class Subscription:
 
     async def close(self) -> None:
         self._closed = True
+        if self._iterator is not None:
+            try:
+                await self._iterator.aclose()  # type: ignore[attr-defined]
+            except RuntimeError:
+                pass  # another task is inside `anext`: closing the stream below ends it
+            self._iterator = None
         if self._stream is not None:
             await self._stream.close()
             self._stream = None

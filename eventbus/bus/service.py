@@ -8,6 +8,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -16,6 +17,9 @@ from eventbus.errors import InvalidArgumentError, NotFoundError, PayloadTooLarge
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
 from eventbus.store.base import DEFAULT_RETRY_SCHEDULE, EventQuery, Store
+
+if TYPE_CHECKING:
+    from eventbus.bus.session import GroupSession
 
 log = structlog.get_logger("eventbus.bus")
 
@@ -52,6 +56,7 @@ class Bus:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.settings = settings or BusSettings()
+        self.sessions: set[GroupSession] = set()  # open streams of this process
         self.active_streams: dict[str, int] = {}  # subscription id → streams of this process joined to it
         self._backfill_kick = asyncio.Event()
         self.shutting_down = asyncio.Event()  # set first on SIGTERM: streams stop taking new deliveries
@@ -63,6 +68,10 @@ class Bus:
             asyncio.create_task(self._run_janitor(), name="eventbus-janitor"),
         ]
         self._backfill_kick.set()
+
+    async def close_sessions(self) -> None:
+        """Give back every stream's leases (after the transports stopped, before the store closes)."""
+        await asyncio.gather(*(session.close() for session in list(self.sessions)), return_exceptions=True)
 
     async def stop(self) -> None:
         for task in self._tasks:

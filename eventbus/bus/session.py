@@ -69,6 +69,8 @@ class GroupSession:
         self._wake = bus.store.wakeups.register(subscription.id)
         self._closed = False
         self._leasing: asyncio.Future[list[LeasedDelivery]] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        bus.sessions.add(self)
         bus.active_streams[subscription.id] = bus.active_streams.get(subscription.id, 0) + 1
 
     def _adopt(self, leasing: asyncio.Future[list[LeasedDelivery]]) -> None:
@@ -185,9 +187,15 @@ class GroupSession:
         return outcomes
 
     async def close(self) -> None:
-        """Leave the group: give back what is in flight; an ephemeral group goes with its stream."""
-        if self._closed:
-            return
+        """Leave the group: give back what is in flight; an ephemeral group goes with its stream.
+
+        Safe to call twice and from two places (the stream's end, the server's shutdown): both wait for one close.
+        """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._closed = True
         bus, subscription_id = self.bus, self.subscription.id
         bus.store.wakeups.unregister(subscription_id, self._wake)
@@ -209,6 +217,7 @@ class GroupSession:
         except Exception as exc:  # the leases run out by themselves; closing must not fail the stream's end
             log.warning("group_leave_failed", subscription_id=subscription_id, error=str(exc))
         self._in_flight.clear()
+        bus.sessions.discard(self)
 
 
 async def _first_of(*awaitables: object) -> None:
