@@ -100,10 +100,20 @@ class _Stream:
                             )
                         )
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are closing it
+            # grpc cancels a call whose write failed: to the consumer that is a broken stream like any other.
+            self.broken(UnavailableError("the stream was cancelled"))
         except BaseException as exc:
-            self.fail(error_from_rpc(exc) if isinstance(exc, grpc.aio.AioRpcError) else UnavailableError(str(exc)))
-            self.inbox.put_nowait(exc)
+            self.broken(exc)
+
+    def broken(self, exc: BaseException) -> None:
+        """The stream is unusable: fail what waits on it and wake the consumer so it reconnects."""
+        if not self.alive:
+            return
+        self.fail(error_from_rpc(exc) if isinstance(exc, grpc.aio.AioRpcError) else UnavailableError(str(exc)))
+        self.inbox.put_nowait(exc)
 
     async def _write(self) -> None:
         try:
@@ -115,7 +125,7 @@ class _Stream:
                         request.acks.acks.extend(self.outbox.get_nowait().acks.acks)
                 await self.call.write(request)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            self.fail(UnavailableError("the stream ended before the request was sent"))
+            self.broken(UnavailableError("the stream ended before the request was sent"))
 
     def _expect(self, delivery_id: str) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -203,7 +213,16 @@ class Subscription:
         return await anext(self._iterator)
 
     async def __aenter__(self) -> Subscription:
+        """Join now, so the group exists (and join errors surface) before the first delivery is awaited."""
+        await self.start()
         return self
+
+    async def start(self) -> None:
+        if self._stream is None:
+            try:
+                self._stream = await self._open()
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -240,7 +259,10 @@ class Subscription:
         while not self._closed:
             stream: _Stream | None = None
             try:
-                stream = self._stream = await self._open()
+                if self._stream is not None and self._stream.alive:
+                    stream = self._stream  # opened by `start()`
+                else:
+                    stream = self._stream = await self._open()
                 backoff = 0.05
                 while True:
                     item = await stream.inbox.get()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, TypeVar
 
 import structlog
 
@@ -56,7 +56,13 @@ class SQLiteStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._migrate)
+        self._lock_file = _lock_exclusively(self.path)
+        try:
+            await asyncio.to_thread(self._migrate)
+            await asyncio.to_thread(self._release_orphaned_leases)
+        except BaseException:
+            self._lock_file.close()
+            raise
         self._writer.start()
         self._open = True
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_loop())
@@ -74,6 +80,7 @@ class SQLiteStore:
             for conn in self._reader_connections:
                 conn.close()
             self._reader_connections.clear()
+        self._lock_file.close()
 
     async def ping(self) -> None:
         if not self._open:
@@ -120,6 +127,22 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                     raise
                 log.info("store_migrated", version=migration.version, name=migration.name)
+        finally:
+            conn.close()
+
+    def _release_orphaned_leases(self) -> None:
+        """Leases in the file belong to a process that is gone (one process per file, enforced by the lock):
+        make those deliveries due now instead of waiting for their leases to run out."""
+        conn = self._connect()
+        try:
+            stamp = to_micros(datetime.now(UTC))
+            released = conn.execute(
+                "UPDATE deliveries SET state = 'pending', lease_token = NULL, next_attempt_at = "
+                "MIN(next_attempt_at, ?) WHERE state = 'leased'",
+                (stamp,),
+            ).rowcount
+            if released:
+                log.info("store_leases_released", deliveries=released)
         finally:
             conn.close()
 
@@ -319,11 +342,20 @@ class SQLiteStore:
         return removed
 
 
+def _lock_exclusively(path: Path) -> IO[bytes]:
+    """Hold `<db>.lock` for the process's life: a second server on the same file fails fast, with a reason."""
+    handle = open(f"{path}.lock", "ab")  # noqa: SIM115 (held open until close())
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UnavailableError(
+            f"{path} is in use by another eventbus process (one process per SQLite file; use PostgreSQL for more)"
+        ) from None
+    return handle
+
+
 def _split_sql(script: str) -> list[str]:
     """Statements of a migration file (no statement in them contains a `;` inside a string)."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def options_text(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True)
