@@ -119,10 +119,19 @@ def start_server_process(
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     handle = log_path.open("wb")
     command = [
-        sys.executable, "-m", "eventbus", "serve",
-        "--store", store or store_url(tmp_path),
-        "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", "127.0.0.1:0",
-        "--log-format", "json", *(extra or []),
+        sys.executable,
+        "-m",
+        "eventbus",
+        "serve",
+        "--store",
+        store or store_url(tmp_path),
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        *(extra or []),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=handle, cwd=tmp_path)
     deadline = time.monotonic() + 30
