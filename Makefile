@@ -9,7 +9,7 @@ PROTOS := $(wildcard proto/eventbus/v1/*.proto)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint proto proto-check pytest bench chaos clean
+.PHONY: help run test lint proto proto-check pytest bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,9 +54,6 @@ proto-check: $(STAMP_DEV) ## Fail when the committed eventbus/v1/ differs from w
 
 bench: $(STAMP_DEV) ## Run the benchmarks (BENCH_SCALE=0.2 for a quick pass); results in benchmarks/results/
 	$(PY) -m benchmarks $(ARGS)
-
-chaos: $(STAMP_DEV) ## Long crash run (kills and restarts the server many times)
-	EVENTBUS_CHAOS_KILLS=200 $(BIN)/pytest tests/test_durability.py -m chaos $(ARGS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .proto-check .pytest_cache .mypy_cache .ruff_cache

@@ -100,8 +100,6 @@ def _event_from_proto(message: ce_pb.CloudEvent) -> Event:
         if dataschema is None and message.proto_data.type_url:
             url = message.proto_data.type_url
             dataschema = url if is_absolute_uri(url) else f"proto:{url.rsplit('/', 1)[-1]}"
-    if problems:
-        raise InvalidArgumentError(f"{problems[0].field}: {problems[0].detail}", violations=problems)
     event = Event(
         id=message.id,
         source=message.source,
@@ -115,12 +113,17 @@ def _event_from_proto(message: ce_pb.CloudEvent) -> Event:
         data=data,
         data_kind=data_kind,
     )
+    error_type: type[InvalidArgumentError] = InvalidArgumentError
     try:
         validate_event(event)
     except InvalidArgumentError as exc:
-        # Name fields as they appear in the protobuf message.
-        renamed = [FieldViolation(_proto_field(v.field), v.detail) for v in exc.violations]
-        raise type(exc)(exc.message, violations=renamed) from None
+        # Name fields as they appear in the protobuf message; report them with the attribute problems above.
+        problems.extend(FieldViolation(_proto_field(v.field), v.detail) for v in exc.violations)
+        error_type = type(exc)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise error_type(f"{first.field}: {first.detail}{more}", violations=problems)
     return event
 
 

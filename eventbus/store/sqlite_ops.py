@@ -226,8 +226,9 @@ def purge_deleted(conn: sqlite3.Connection, *, limit: int) -> int:
     ).rowcount
     if removed < limit:
         removed += conn.execute(
-            "DELETE FROM subscriptions WHERE state = 'deleted' AND NOT EXISTS "
-            "(SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id)"
+            "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions WHERE state = 'deleted' AND "
+            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) LIMIT ?)",
+            (limit - removed,),
         ).rowcount
     return removed
 
@@ -296,7 +297,8 @@ def lease_deliveries(
     max_attempts = len(json.loads(policy[0])) + 1
     oldest_allowed = stamp - policy[1]
     rows = conn.execute(
-        "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, d.created_at, "
+        "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, "
+        "MAX(d.created_at, COALESCE(e.not_before, 0)), "
         f"{', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
         "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
         "WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.next_attempt_at <= ? "
@@ -307,11 +309,11 @@ def lease_deliveries(
     leased: list[LeasedDelivery] = []
     updates, dead = [], []
     for row in rows:
-        rowid, delivery_id, attempts, first_attempt, created = row[:5]
+        rowid, delivery_id, attempts, first_attempt, pending_since = row[:5]
         if attempts >= max_attempts:
             dead.append((DeadReason.EXHAUSTED.value, stamp, rowid))
             continue
-        if created < oldest_allowed:
+        if pending_since < oldest_allowed:  # age counts from when it was first due (not_before)
             dead.append((DeadReason.EXPIRED.value, stamp, rowid))
             continue
         token = secrets.randbits(62)
