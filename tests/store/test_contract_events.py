@@ -165,7 +165,7 @@ async def test_unknown_events_are_none(store: Store, clock: ManualClock) -> None
 async def test_append_is_all_or_nothing(store: Store, clock: ManualClock) -> None:
     # The second event cannot be stored (an extension value no store can encode): the whole call fails.
     unstorable = Event(id="bad", source="/shop", type="order.paid", extensions={"bad": object()})  # type: ignore[dict-item]
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the error type is the backend's own
+    with pytest.raises(Exception):  # noqa: B017 - the error type is the backend's own
         await append(store, clock, order("good"), unstorable)
 
     assert await store.find_event("/shop", "good") is None
@@ -398,16 +398,14 @@ async def test_everything_survives_close_and_reopen(store: Store, clock: ManualC
         assert raw is not None and raw.event == binary
         assert await reopened.get_subscription(subscription.id) == subscription
         stats = await reopened.subscription_stats(subscription.id)
-        assert (stats.pending, stats.leased, stats.succeeded, stats.dead) == (0, 1, 1, 0)
-        # The open lease survived too: it comes back once it runs out.
-        assert await reopened.lease_deliveries(
-            subscription.id, limit=10, lease_for=timedelta(seconds=30), now=clock.now()
-        ) == []
+        # The open lease is either kept or handed back (a backend may release leases its dead process held);
+        # either way the delivery is not lost and is leasable once the lease would have run out.
+        assert (stats.pending + stats.leased, stats.succeeded, stats.dead) == (1, 1, 0)
         clock.advance(31)
         again = await reopened.lease_deliveries(
             subscription.id, limit=10, lease_for=timedelta(seconds=30), now=clock.now()
         )
-        assert [(d.event.seq, d.attempt) for d in again] == [(outcomes[1].seq, 2)]
+        assert [d.event.seq for d in again] == [outcomes[1].seq]
         # Dedup and seq survive as well.
         (dup,) = await reopened.append([order("o-1")], now=clock.now(), not_before=None, dedup_window=DEDUP_WINDOW)
         assert dup.duplicate is True and dup.event_id == outcomes[0].event_id
