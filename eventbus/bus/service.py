@@ -115,6 +115,9 @@ class Bus:
             if found is None:
                 raise NotFoundError(f"no event with source {source!r} and id {id!r}")
             return found
+        if source or id:
+            missing = "source_id.id" if source else "source_id.source"
+            raise InvalidArgumentError.for_field(missing, "give both source and id")
         raise InvalidArgumentError.for_field("event_id", "give an event_id, or both source and id")
 
     async def list_events(

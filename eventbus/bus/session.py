@@ -33,6 +33,7 @@ class AckRequest:
     delivery_id: str
     status: AckStatus | None
     retry_after: timedelta | None = None
+    problem: str | None = None  # a malformed ack, answered in its result rather than by ending the stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,9 @@ class GroupSession:
         settles: list[tuple[int, Settle]] = []
         for index, ack in enumerate(acks):
             leased = self._in_flight.get(ack.delivery_id) or self._expired.get(ack.delivery_id)
-            if ack.status is None:
+            if ack.problem is not None:
+                outcomes[index] = AckOutcome(ack.delivery_id, False, ack.problem)
+            elif ack.status is None:
                 outcomes[index] = AckOutcome(ack.delivery_id, False, "status is required: SUCCESS, RETRY or DROP")
             elif leased is None:
                 outcomes[index] = AckOutcome(ack.delivery_id, False, UNKNOWN)

@@ -100,6 +100,16 @@ class EventBusServicer(pb_grpc.EventBusServicer):
                 await asyncio.shield(session.close())
 
 
+def _ack_from_proto(ack: pb.Ack) -> AckRequest:
+    retry_after = ack.retry_after.ToTimedelta() if ack.HasField("retry_after") else None
+    problem = None
+    if retry_after is not None and retry_after.total_seconds() < 0:
+        problem, retry_after = "retry_after must not be negative", None
+    return AckRequest(
+        delivery_id=ack.delivery_id, status=_ACK_STATUS.get(ack.status), retry_after=retry_after, problem=problem
+    )
+
+
 def join_from_proto(join: pb.Join) -> JoinRequest:
     start = StartPosition()
     which = join.start.WhichOneof("position")
@@ -143,17 +153,7 @@ async def _stream(
             async for request in requests:
                 which = request.WhichOneof("request")
                 if which == "acks":
-                    acks = [
-                        AckRequest(
-                            delivery_id=a.delivery_id,
-                            status=_ACK_STATUS.get(a.status),
-                            retry_after=from_duration(a.retry_after, "acks.retry_after")
-                            if a.HasField("retry_after")
-                            else None,
-                        )
-                        for a in request.acks.acks
-                    ]
-                    outcomes = await session.settle(acks)
+                    outcomes = await session.settle([_ack_from_proto(a) for a in request.acks.acks])
                 elif which == "extend":
                     by = from_duration(request.extend.by, "extend.by") if request.extend.HasField("by") else None
                     outcomes = await session.extend(list(request.extend.delivery_ids), by)

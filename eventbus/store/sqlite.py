@@ -269,7 +269,7 @@ class SQLiteStore:
         return [row[0] for row in rows]
 
     async def seek_subscription(self, subscription_id: str, *, start: StartPosition, now: datetime) -> None:
-        await self._write(lambda conn: ops.seek_subscription(conn, subscription_id, start=start, now=now))
+        await self._write(lambda conn: ops.seek_subscription(conn, self._cache, subscription_id, start=start, now=now))
         self.wakeups.notify([subscription_id])
 
     async def touch_subscriptions(self, subscription_ids: Sequence[str], *, now: datetime) -> None:

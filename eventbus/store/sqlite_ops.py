@@ -69,10 +69,22 @@ class _Matcher:
     subscription_id: str
     patterns: PatternSet
     filter: ContentFilter | None
+    start_seq: int = 0  # events before a start position that lay past the end of the log are not for it
+    start_at: int = 0
 
     @classmethod
-    def of(cls, subscription_id: str, patterns: Sequence[str], filter_json: str | None) -> _Matcher:
-        return cls(subscription_id, PatternSet.parse(patterns), ContentFilter.parse(filter_json))
+    def of(
+        cls,
+        subscription_id: str,
+        patterns: Sequence[str],
+        filter_json: str | None,
+        start_seq: int = 0,
+        start_at: int = 0,
+    ) -> _Matcher:
+        return cls(subscription_id, PatternSet.parse(patterns), ContentFilter.parse(filter_json), start_seq, start_at)
+
+    def starts_after(self, seq: int, received_at: int) -> bool:
+        return seq < self.start_seq or received_at < self.start_at
 
     def matches(self, event: Event, document: dict[str, object] | None) -> bool:
         if not self.patterns.matches(event.type):
@@ -96,8 +108,10 @@ class SubscriptionCache:
 
     def matchers(self, conn: sqlite3.Connection) -> list[_Matcher]:
         if self._matchers is None:
-            rows = conn.execute("SELECT id, patterns, filter FROM subscriptions WHERE state = 'active'").fetchall()
-            self._matchers = [_Matcher.of(id_, json.loads(p), f) for id_, p, f in rows]
+            rows = conn.execute(
+                "SELECT id, patterns, filter, start_seq, start_at FROM subscriptions WHERE state = 'active'"
+            ).fetchall()
+            self._matchers = [_Matcher.of(i, json.loads(p), f, s or 0, a or 0) for i, p, f, s, a in rows]
         return self._matchers
 
 
@@ -145,12 +159,21 @@ def append(
         seen[key] = outcome
         document = filter_document(event) if needs_document else None
         for matcher in matchers:
-            if matcher.matches(event, document):
+            if matcher.matches(event, document) and not matcher.starts_after(seq, stamp):
                 deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp))
                 touched.add(matcher.subscription_id)
     if deliveries:
         conn.executemany(_INSERT_DELIVERY, deliveries)
     return outcomes, touched
+
+
+def _start_bounds(start: StartPosition) -> tuple[int | None, int | None]:
+    """(start_seq, start_at): the lower bounds fan-out keeps for a position that may lie past the end of the log."""
+    if start.edge == "seq" and start.seq is not None:
+        return start.seq, None
+    if start.edge == "time" and start.time is not None:
+        return None, to_micros(start.time)
+    return None, None
 
 
 def _start_seq(conn: sqlite3.Connection, start: StartPosition) -> int | None:
@@ -178,12 +201,13 @@ def create_subscription(
     upto = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     first = _start_seq(conn, start)
     backfill = first if first is not None and first <= upto else None
+    start_seq, start_at = _start_bounds(start)
     stamp = to_micros(now)
     subscription_id = new_id("sub")
     conn.execute(
         "INSERT INTO subscriptions (id, kind, name, patterns, filter, retry_schedule, max_pending_age, ephemeral, "
-        "options, created_at, updated_at, last_active_at, backfill_next_seq, backfill_upto_seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "options, created_at, updated_at, last_active_at, backfill_next_seq, backfill_upto_seq, start_seq, start_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             subscription_id,
             spec.kind,
@@ -199,6 +223,8 @@ def create_subscription(
             stamp,
             backfill,
             upto if backfill is not None else None,
+            start_seq,
+            start_at,
         ),
     )
     cache.invalidate()
@@ -266,7 +292,9 @@ def backfill(
     return next_seq is not None, bool(deliveries)
 
 
-def seek_subscription(conn: sqlite3.Connection, subscription_id: str, *, start: StartPosition, now: datetime) -> None:
+def seek_subscription(
+    conn: sqlite3.Connection, cache: SubscriptionCache, subscription_id: str, *, start: StartPosition, now: datetime
+) -> None:
     exists = conn.execute(
         "SELECT 1 FROM subscriptions WHERE id = ? AND state != 'deleted'", (subscription_id,)
     ).fetchone()
@@ -278,10 +306,20 @@ def seek_subscription(conn: sqlite3.Connection, subscription_id: str, *, start: 
     upto = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     first = _start_seq(conn, start)
     backfill_from = first if first is not None and first <= upto else None
+    start_seq, start_at = _start_bounds(start)
     conn.execute(
-        "UPDATE subscriptions SET backfill_next_seq = ?, backfill_upto_seq = ?, updated_at = ? WHERE id = ?",
-        (backfill_from, upto if backfill_from is not None else None, to_micros(now), subscription_id),
+        "UPDATE subscriptions SET backfill_next_seq = ?, backfill_upto_seq = ?, start_seq = ?, start_at = ?, "
+        "updated_at = ? WHERE id = ?",
+        (
+            backfill_from,
+            upto if backfill_from is not None else None,
+            start_seq,
+            start_at,
+            to_micros(now),
+            subscription_id,
+        ),
     )
+    cache.invalidate()
 
 
 def lease_deliveries(

@@ -6,14 +6,14 @@ import asyncio
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 import grpc
 
 from eventbus.client import EventBusClient
-from eventbus.grpc.convert import to_duration, to_timestamp
+from eventbus.grpc.convert import to_duration
 from eventbus.grpc.errors import field_violations
 from eventbus.model import Event, PublishResult
 from eventbus.subscription import Delivery, Subscription
@@ -176,7 +176,3 @@ class Consumer:
 
     def empty(self) -> bool:
         return self.queue.empty()
-
-
-def timestamp(moment: datetime) -> Any:
-    return to_timestamp(moment)

@@ -36,7 +36,10 @@ CREATE TABLE subscriptions (
     updated_at INTEGER NOT NULL,
     last_active_at INTEGER NOT NULL,
     backfill_next_seq INTEGER,
-    backfill_upto_seq INTEGER
+    backfill_upto_seq INTEGER,
+    -- a start (or seek) position past the end of the log: fan-out skips events before it
+    start_seq INTEGER,
+    start_at INTEGER
 );
 CREATE UNIQUE INDEX subscriptions_kind_name ON subscriptions (kind, name) WHERE state != 'deleted';
 
