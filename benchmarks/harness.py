@@ -52,21 +52,22 @@ class Pinning:
     server_cpus: tuple[int, ...]
     client_cpus: tuple[int, ...]
     note: str
+    allowed: tuple[int, ...] = ()  # the CPUs this process could use before pinning
 
     @classmethod
     def plan(cls) -> Pinning:
         if not hasattr(os, "sched_setaffinity"):
             return cls(False, (), (), "not pinned: os.sched_setaffinity is unavailable on this platform")
-        allowed = sorted(os.sched_getaffinity(0))
+        allowed = tuple(sorted(os.sched_getaffinity(0)))
         if len(allowed) < 2:
-            return cls(False, (), (), f"not pinned: only {len(allowed)} CPU allowed")
-        server, clients = (allowed[0],), tuple(allowed[1:])
+            return cls(False, (), (), f"not pinned: only {len(allowed)} CPU allowed", allowed)
+        server, clients = allowed[:1], allowed[1:]
         try:
             os.sched_setaffinity(0, clients)  # the harness itself stays off the server's core
         except OSError as exc:
-            return cls(False, (), (), f"not pinned: sched_setaffinity failed ({exc})")
+            return cls(False, (), (), f"not pinned: sched_setaffinity failed ({exc})", allowed)
         note = f"pinned: server on CPU {_cpus(server)}, load generators and harness on CPU {_cpus(clients)}"
-        return cls(True, server, clients, note)
+        return cls(True, server, clients, note, allowed)
 
     def apply(self, pid: int, role: str) -> None:
         """Pin every thread of `pid` (threads started later inherit the main thread's mask)."""
@@ -166,9 +167,18 @@ def wait_for_log_event(
             if record.get("event") == event:
                 return record
         if process.poll() is not None:
-            raise BenchError(f"{process.args[2:4]} exited with {process.returncode} before {event!r}:\n{tail(log_path)}")
+            raise BenchError(
+                f"{command_text(process)} exited with {process.returncode} before {event!r}:\n{tail(log_path)}"
+            )
         time.sleep(0.02)
     raise BenchError(f"no {event!r} within {timeout:.0f} s:\n{tail(log_path)}")
+
+
+def command_text(process: subprocess.Popen[bytes]) -> str:
+    args = process.args
+    if isinstance(args, list | tuple):
+        return " ".join(str(a) for a in args if a != sys.executable)
+    return str(args)
 
 
 def read_json_log(log_path: Path) -> list[dict[str, Any]]:
@@ -312,6 +322,7 @@ class Figures:
     calls: int  # completed in the window
     events: int
     errors: int
+    events_by_second: list[int] = field(default_factory=list)  # all load processes, each second of the window
 
 
 @dataclass(slots=True)
@@ -351,7 +362,7 @@ def _median(values: Sequence[float]) -> float:
 
 
 def median_figures(all_figures: Sequence[Figures]) -> dict[str, float]:
-    names = [n for n in Figures.__dataclass_fields__ if n not in ("calls", "events", "errors")]
+    names = [n for n in Figures.__dataclass_fields__ if n not in ("calls", "events", "errors", "events_by_second")]
     return {n: round(_median([float(getattr(f, n)) for f in all_figures]), 3) for n in names}
 
 
@@ -363,6 +374,22 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def git_revision() -> str:
+    """The commit of the code under test, `+modified` when eventbus/ or proto/ had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("+modified" if git("status", "--porcelain", "--", "eventbus", "proto") else "")
 
 
 # -- one scenario, end to end ------------------------------------------------------------------------------
@@ -388,9 +415,10 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
         "baseline": scenario.baseline,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
-        "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus_allowed": list(pinning.allowed),
         "platform": platform.platform(),
         "versions": versions(),
+        "git_revision": git_revision(),
         "pinned": pinning.pinned,
         "pinning": pinning.note,
         "bench_scale": scale,
@@ -431,6 +459,11 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
         report["medians"] = {"server": server, "baseline": baseline}
         report["ratio"] = round(server["calls_per_s"] / baseline["calls_per_s"], 3) if baseline["calls_per_s"] else None
         report["ratio_definition"] = "median server calls/s ÷ median baseline calls/s, same runs"
+        # Load generators near 100 % of their cores measure themselves as much as the target: a lower bound.
+        limit = 90.0 * max(1, len(pinning.client_cpus) if pinning.pinned else len(pinning.allowed) - 1)
+        report["load_bound"] = [
+            t for t, m in (("server", server), ("baseline", baseline)) if m["client_cpu_pct"] >= limit
+        ]
     ok = error is None and len(all_runs) == runs
     report["ok"] = ok
     if error is not None:
@@ -509,7 +542,13 @@ def table(outcomes: Sequence[ScenarioOutcome]) -> str:
         return "| " + " | ".join(parts) + " |"
 
     head = line([c for c, _ in _COLUMNS])
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == ">" else ("-" * (w + 2)) for (_, a), w in zip(_COLUMNS, widths, strict=True)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if a == ">" else ("-" * (w + 2)) for (_, a), w in zip(_COLUMNS, widths, strict=True)
+        )
+        + "|"
+    )
     return "\n".join([head, rule, *(line(r) for r in rows)])
 
 
@@ -529,4 +568,3 @@ def sigterm_as_exit() -> Iterator[None]:
 
 def stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-

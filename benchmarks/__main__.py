@@ -1,0 +1,61 @@
+"""`python -m benchmarks [SCENARIO ...]`: run the named scenarios (default: all), print the table, write
+`benchmarks/results/<scenario>.json`. Exits 1 when a scenario or its baseline did not run (or its checks
+failed), 2 on a usage error. `BENCH_SCALE` (default 1.0) scales the timed window of each run (5 s at 1.0);
+`BENCH_RUNS` (default 3) sets the number of runs whose median is reported."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks import load_scenarios
+from benchmarks.harness import Pinning, ScenarioOutcome, env_float, run_scenario, sigterm_as_exit, stderr, table
+
+
+def main(argv: list[str] | None = None) -> int:
+    scenarios = load_scenarios()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of: {', '.join(scenarios)}")
+    parser.add_argument("--runs", type=int, help="runs per scenario, median reported (env BENCH_RUNS; default 3)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for item in scenarios.values():
+            print(f"{item.name}: {item.summary}\n    baseline: {item.baseline}")
+        return 0
+    unknown = [name for name in args.scenarios if name not in scenarios]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(scenarios)}")
+    try:
+        scale = env_float("BENCH_SCALE", 1.0)
+        runs = args.runs if args.runs is not None else int(env_float("BENCH_RUNS", 3))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if runs < 1:
+        parser.error("--runs must be at least 1")
+    names = args.scenarios or list(scenarios)
+    outcomes: list[ScenarioOutcome] = []
+    with sigterm_as_exit():
+        pinning = Pinning.plan()
+        print(f"benchmarks: {', '.join(names)}; BENCH_SCALE={scale:g}, {runs} runs each; {pinning.note}", flush=True)
+        for name in names:
+            print(f"{name}: {scenarios[name].summary}", flush=True)
+            outcome = run_scenario(name, scale=scale, runs=runs, pinning=pinning)
+            if outcome.error:
+                stderr(f"{name} FAILED: {outcome.error}")
+            outcomes.append(outcome)
+    print()
+    print(table(outcomes))
+    print(
+        f"\nmedians of {runs} runs; ratio = eventbus calls/s ÷ baseline calls/s; CPU = % of one core "
+        f"(server process, all load processes); {pinning.note}"
+    )
+    failed = [o.name for o in outcomes if not o.ok]
+    if failed:
+        stderr(f"benchmarks failed: {', '.join(failed)} (see benchmarks/results/<scenario>.json)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
