@@ -7,6 +7,8 @@ import threading
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters per 10 bits: 13 table look-ups encode the 130 bits of a ULID (ids are made on the publish path).
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
 _lock = threading.Lock()
 _last_ms = -1
@@ -28,11 +30,8 @@ def ulid(now_ms: int | None = None) -> str:
             _last_ms = ms
             _last_random = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
         value = (ms << 80) | _last_random
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
 
 
 def new_id(prefix: str) -> str:

@@ -49,7 +49,11 @@ async def rpc(context: Context, method: str, keys: KeyRing, scope: Scope) -> Asy
         raise
     finally:
         elapsed = round((time.perf_counter() - started) * 1000, 3)
-        level = log.info if code is grpc.StatusCode.OK or method == "Subscribe" else log.warning
+        # Successful unary calls are the hot path (thousands a second): their line is at debug level.
+        if code is grpc.StatusCode.OK:
+            level = log.info if method == "Subscribe" else log.debug
+        else:
+            level = log.info if code is grpc.StatusCode.CANCELLED else log.warning
         level("grpc_call", method=method, code=code.name, duration_ms=elapsed)
         structlog.contextvars.unbind_contextvars("rpc")
 

@@ -115,6 +115,29 @@ class SubscriptionCache:
         return self._matchers
 
 
+def _latest_by_key(conn: sqlite3.Connection, events: Sequence[Event]) -> dict[tuple[str, str], tuple[str, int, int]]:
+    """(source, id) → (event_id, seq, received_at) of the latest stored event, for every pair in `events`.
+
+    One indexed query per source and 500 ids instead of one per event: the dedup check of a batch.
+    """
+    ids_by_source: dict[str, list[str]] = {}
+    for event in events:
+        ids_by_source.setdefault(event.source, []).append(event.id)
+    found: dict[tuple[str, str], tuple[str, int, int]] = {}
+    for source, ids in ids_by_source.items():
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            rows = conn.execute(
+                "SELECT id, event_id, seq, received_at FROM events WHERE source = ? AND id IN "
+                f"({', '.join('?' * len(chunk))}) ORDER BY seq",
+                (source, *chunk),
+            )
+            for id_, event_id, seq, received_at in rows:
+                found[(source, id_)] = (event_id, seq, received_at)  # ascending seq: the latest one wins
+    return found
+
+
 def append(
     conn: sqlite3.Connection,
     cache: SubscriptionCache,
@@ -129,9 +152,15 @@ def append(
     horizon = to_micros(now - window)
     matchers = cache.matchers(conn)
     needs_document = any(m.filter is not None for m in matchers)
+    stored = _latest_by_key(conn, events)
+    # One writer owns the file, so seqs can be handed out here and the rows inserted in one executemany;
+    # AUTOINCREMENT's counter still moves with them, so a seq is never reused.
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    seq = int(row[0]) if row else 0
     outcomes: list[AppendOutcome] = []
     touched: set[str] = set()
     seen: dict[tuple[str, str], AppendOutcome] = {}
+    rows: list[tuple[object, ...]] = []
     deliveries: list[tuple[str, str, int, int, int]] = []
     for event in events:
         key = (event.source, event.id)
@@ -139,21 +168,15 @@ def append(
         if earlier is not None:
             outcomes.append(AppendOutcome(earlier.event_id, earlier.seq, duplicate=True))
             continue
-        row = conn.execute(
-            "SELECT event_id, seq, received_at FROM events WHERE source = ? AND id = ? ORDER BY seq DESC LIMIT 1", key
-        ).fetchone()
-        if row is not None and row[2] >= horizon:
-            outcome = AppendOutcome(row[0], row[1], duplicate=True)
+        previous = stored.get(key)
+        if previous is not None and previous[2] >= horizon:
+            outcome = AppendOutcome(previous[0], previous[1], duplicate=True)
             outcomes.append(outcome)
             seen[key] = outcome
             continue
+        seq += 1
         event_id = new_id("evt")
-        cursor = conn.execute(
-            "INSERT INTO events (event_id, source, id, type, subject, time, datacontenttype, dataschema, "
-            "extensions, data, data_kind, received_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (event_id, *event_params(event), stamp, due if due != stamp else None),
-        )
-        seq = int(cursor.lastrowid or 0)
+        rows.append((seq, event_id, *event_params(event), stamp, due if due != stamp else None))
         outcome = AppendOutcome(event_id, seq, duplicate=False)
         outcomes.append(outcome)
         seen[key] = outcome
@@ -162,6 +185,12 @@ def append(
             if matcher.matches(event, document) and not matcher.starts_after(seq, stamp):
                 deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp))
                 touched.add(matcher.subscription_id)
+    if rows:
+        conn.executemany(
+            "INSERT INTO events (seq, event_id, source, id, type, subject, time, datacontenttype, dataschema, "
+            "extensions, data, data_kind, received_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     if deliveries:
         conn.executemany(_INSERT_DELIVERY, deliveries)
     return outcomes, touched
