@@ -46,7 +46,9 @@ proto: $(STAMP_DEV) ## Regenerate eventbus/v1/ from proto/
 proto-check: $(STAMP_DEV) ## Fail when the committed eventbus/v1/ differs from what proto/ generates
 	@rm -rf .proto-check && mkdir -p .proto-check
 	@PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=.proto-check \
-		--grpc_python_out=.proto-check --mypy_out=.proto-check --mypy_grpc_out=.proto-check $(PROTOS) >/dev/null
+		--grpc_python_out=.proto-check --mypy_out=.proto-check --mypy_grpc_out=.proto-check $(PROTOS) \
+		>.proto-check.log 2>&1 || { cat .proto-check.log; rm -f .proto-check.log; exit 1; }
+	@rm -f .proto-check.log
 	@for f in .proto-check/eventbus/v1/*; do \
 		cmp -s $$f eventbus/v1/$$(basename $$f) || { echo "proto drift: eventbus/v1/$$(basename $$f) is stale; run make proto"; rm -rf .proto-check; exit 1; }; \
 	done
