@@ -88,6 +88,9 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
             return str(value)
         return env.get(variable) or default
 
+    log_level = (pick("log_level", "EVENTBUS_LOG_LEVEL", "info") or "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise InvalidArgumentError.for_field("log-level", f"{log_level!r}: use debug, info, warning or error")
     log_format = pick("log_format", "EVENTBUS_LOG_FORMAT", None)
     if log_format not in (None, "console", "json"):
         raise InvalidArgumentError.for_field("log-format", f"{log_format!r}: use console or json")
@@ -110,7 +113,7 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         api_key=pick("api_key", "EVENTBUS_API_KEY", None),
         allow_destinations=parse_networks([str(a) for a in allow], "allow-destination"),
         log_format=log_format,
-        log_level=(pick("log_level", "EVENTBUS_LOG_LEVEL", "info") or "info").lower(),
+        log_level=log_level,
         shutdown_grace=grace,
     )
     settings.check_exposure()

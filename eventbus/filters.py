@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeGuard
 
+import re2
+
 from eventbus.errors import InvalidArgumentError
 
 Predicate = Callable[[Mapping[str, object]], bool]
@@ -23,6 +25,8 @@ _ROOTS_TEXT: Final = ", ".join(sorted(ROOTS))
 # Roots whose values are scalars, so a deeper path is certainly a mistake rather than a miss.
 _SCALAR_ROOTS: Final = ROOTS - {"data", "ext"}
 _INDEX: Final = re.compile(r"[0-9]+")
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
 _ABSENT: Final = object()
 _EQ_HINT: Final = 'to compare with an object literal use {"$eq": {...}}'
 
@@ -309,10 +313,14 @@ class _Compiler:
     def regex(self, operand: object, where: str) -> _ValueTest:
         if not isinstance(operand, str):
             raise self.fail(where, f"`$regex` needs a string, got {_json_type(operand)}")
+        # RE2 runs in time linear in the input: a filter is evaluated inside the publish transaction, so a
+        # backtracking pattern such as `^(a+)+$` must not be able to stall the bus. RE2 has no backreferences
+        # or lookaround; such patterns are refused here with RE2's reason.
         try:
-            pattern = re.compile(operand)
-        except re.error as error:
-            raise self.fail(where, f"`$regex` does not compile: {error}") from None
+            pattern = re2.compile(operand, options=_RE2_OPTIONS)
+        except re2.error as error:
+            detail = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else str(error)
+            raise self.fail(where, f"`$regex` does not compile (RE2 syntax): {detail}") from None
         return lambda value: isinstance(value, str) and pattern.search(value) is not None
 
 

@@ -188,7 +188,8 @@ class _Stream:
 class Subscription:
     """An async iterator of deliveries; reconnects with backoff and rejoins the same group after a drop.
 
-    An ephemeral group (no name) cannot be rejoined: a reconnect joins a new one, starting at `latest`.
+    An ephemeral group (no name) cannot be rejoined: a reconnect joins a new one that starts after the last
+    event this subscription received (events published while it was away are still delivered).
     """
 
     def __init__(self, client: EventBusClient, join: eventbus_pb2.Join, *, reconnect: bool) -> None:
@@ -198,6 +199,7 @@ class Subscription:
         self.group: str | None = None
         self.subscription_id: str | None = None
         self.reconnects = 0
+        self.last_seq = 0  # highest seq delivered: where an ephemeral group resumes after a reconnect
         self.joined = asyncio.Event()
         self._stream: _Stream | None = None
         self._closed = False
@@ -239,14 +241,27 @@ class Subscription:
             await self._stream.close()
             self._stream = None
 
+    def _rejoin_request(self) -> eventbus_pb2.Join:
+        """The join to send: an ephemeral group is new on every connection, so it resumes after the last event
+        this subscription saw instead of replaying from the original start."""
+        if self.join.group or self.last_seq == 0:
+            return self.join
+        join = eventbus_pb2.Join()
+        join.CopyFrom(self.join)
+        join.start.seq = self.last_seq + 1
+        return join
+
     async def _open(self) -> _Stream:
         call = self.client.stub.Subscribe(metadata=self.client._metadata)
         stream = _Stream(call)
-        await call.write(eventbus_pb2.SubscribeRequest(join=self.join))
-        response = await call.read()
-        if response is grpc.aio.EOF:
-            await stream.close()
-            raise UnavailableError("the server ended the stream before joining")
+        try:
+            await call.write(eventbus_pb2.SubscribeRequest(join=self._rejoin_request()))
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                raise UnavailableError("the server ended the stream before joining")
+        except BaseException:
+            await stream.close()  # its writer task and call must not outlive a failed join
+            raise
         assert isinstance(response, eventbus_pb2.SubscribeResponse)
         joined = response.joined
         self.group, self.subscription_id = joined.group, joined.subscription_id
@@ -262,12 +277,16 @@ class Subscription:
                 if self._stream is not None and self._stream.alive:
                     stream = self._stream  # opened by `start()`
                 else:
+                    if self._stream is not None:
+                        await self._stream.close()
+                        self._stream = None
                     stream = self._stream = await self._open()
                 backoff = 0.05
                 while True:
                     item = await stream.inbox.get()
                     if isinstance(item, BaseException):
                         raise item
+                    self.last_seq = max(self.last_seq, item.event.seq)
                     yield item
             except grpc.aio.AioRpcError as exc:
                 if self._closed:

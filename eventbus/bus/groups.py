@@ -150,4 +150,7 @@ class ConsumerGroups:
     async def delete(self, name: str) -> None:
         subscription = await self.find(name)
         await self.bus.store.delete_subscription(subscription.id, now=self.bus.clock.now())
+        for session in list(self.bus.sessions):
+            if session.subscription.id == subscription.id:
+                session.end(NotFoundError(f"group {name!r} was deleted"))
         log.info("group_deleted", group=name, subscription_id=subscription.id)

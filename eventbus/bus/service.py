@@ -200,8 +200,11 @@ class Bus:
         )
         for subscription_id in idle:
             if self.active_streams.get(subscription_id, 0) == 0:
-                await self.store.delete_subscription(subscription_id, now=now)
-                log.info("group_expired", subscription_id=subscription_id)
+                expired = await self.store.delete_subscription(
+                    subscription_id, now=now, idle_before=now - self.settings.ephemeral_idle_expiry
+                )
+                if expired:
+                    log.info("group_expired", subscription_id=subscription_id)
         while await self.store.purge_deleted(limit=self.settings.prune_chunk) >= self.settings.prune_chunk:
             await asyncio.sleep(0)
         older_than = now - self.settings.retention

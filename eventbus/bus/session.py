@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from eventbus.bus.retry import next_retry_at
+from eventbus.errors import NotFoundError
 from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class GroupSession:
         self._closed = False
         self._leasing: asyncio.Future[list[LeasedDelivery]] | None = None
         self._closing: asyncio.Future[None] | None = None
+        self._ended: BaseException | None = None
         bus.sessions.add(self)
         bus.active_streams[subscription.id] = bus.active_streams.get(subscription.id, 0) + 1
 
@@ -98,6 +100,8 @@ class GroupSession:
         settings = self.bus.settings
         clock = self.bus.clock
         while True:
+            if self._ended is not None:
+                raise self._ended
             now = clock.now()
             self._expire_in_flight(now)
             capacity = self.max_in_flight - len(self._in_flight)
@@ -119,6 +123,10 @@ class GroupSession:
                 if leased:
                     return leased
                 next_due = await self.bus.store.next_due_at(self.subscription.id)
+                # Due deliveries that cannot be leased: the group may no longer be active (deleted elsewhere).
+                gone = next_due is not None and next_due <= now
+                if gone and await self.bus.store.get_subscription(self.subscription.id) is None:
+                    raise NotFoundError(f"group {self.subscription.name or self.subscription.id} was deleted")
                 if next_due is not None:
                     wake_at = min(wake_at, next_due)
             else:
@@ -148,11 +156,17 @@ class GroupSession:
         if settles:
             applied = await self.bus.store.settle_deliveries([s for _, s in settles], now=now)
             for (index, settle), ok in zip(settles, applied, strict=True):
-                self._in_flight.pop(settle.delivery_id, None)
-                self._expired.pop(settle.delivery_id, None)
+                # Only this lease is done: the delivery may have been leased to this stream again meanwhile.
+                self._forget(settle.delivery_id, settle.lease_token)
                 outcomes[index] = AckOutcome(settle.delivery_id, ok, "" if ok else STALE)
             self._wake.set()  # room for more
         return [outcomes[i] for i in range(len(acks))]
+
+    def _forget(self, delivery_id: str, lease_token: int) -> None:
+        for held in (self._in_flight, self._expired):
+            entry = held.get(delivery_id)
+            if entry is not None and entry.lease_token == lease_token:
+                del held[delivery_id]
 
     def _settlement(self, ack: AckRequest, leased: LeasedDelivery, now: datetime) -> Settle:
         base = Settle(ack.delivery_id, leased.lease_token, Settlement.SUCCEEDED)
@@ -161,7 +175,10 @@ class GroupSession:
         if ack.status is AckStatus.DROP:
             return replace(base, outcome=Settlement.DEAD, reason=DeadReason.DROPPED, error="dropped by the consumer")
         if ack.retry_after is not None and leased.attempt < self.subscription.max_attempts:
-            return replace(base, outcome=Settlement.RETRY, retry_at=now + ack.retry_after, error="retry requested")
+            # Past the max pending age the delivery would only expire: a longer delay buys nothing (and a huge
+            # one would overflow the calendar).
+            delay = min(ack.retry_after, self.subscription.max_pending_age)
+            return replace(base, outcome=Settlement.RETRY, retry_at=now + delay, error="retry requested")
         retry_at = next_retry_at(schedule=self.subscription.retry_schedule, attempt=leased.attempt, now=now)
         if retry_at is None:
             return replace(base, outcome=Settlement.DEAD, reason=DeadReason.EXHAUSTED, error="retry requested")
@@ -173,21 +190,33 @@ class GroupSession:
         self._expire_in_flight(now)
         span = min(by or self.ack_deadline, self.bus.settings.max_ack_deadline)
         until = now + span
-        known = [(i, self._in_flight[i]) for i in delivery_ids if i in self._in_flight]
-        applied = await self.bus.store.extend_leases([(i, d.lease_token) for i, d in known], until=until)
-        results = dict(zip([i for i, _ in known], applied, strict=True))
+        known = {i: self._in_flight[i] for i in delivery_ids if i in self._in_flight}
+        applied = await self.bus.store.extend_leases([(i, d.lease_token) for i, d in known.items()], until=until)
+        results = dict(zip(known, applied, strict=True))
         outcomes = []
         for delivery_id in delivery_ids:
             if delivery_id not in results:
                 reason = STALE if delivery_id in self._expired else UNKNOWN
                 outcomes.append(AckOutcome(delivery_id, False, reason))
-            elif results[delivery_id]:
-                self._in_flight[delivery_id] = replace(self._in_flight[delivery_id], lease_expires_at=until)
+                continue
+            lease = known[delivery_id]
+            if results[delivery_id]:
+                # The store has it leased to us until `until` now, even if our clock moved it to `_expired`
+                # while the write was in flight; a newer lease of the same delivery is left alone.
+                current = self._in_flight.get(delivery_id) or self._expired.get(delivery_id)
+                if current is None or current.lease_token == lease.lease_token:
+                    self._expired.pop(delivery_id, None)
+                    self._in_flight[delivery_id] = replace(lease, lease_expires_at=until)
                 outcomes.append(AckOutcome(delivery_id, True))
             else:
-                self._in_flight.pop(delivery_id, None)
+                self._forget(delivery_id, lease.lease_token)
                 outcomes.append(AckOutcome(delivery_id, False, STALE))
         return outcomes
+
+    def end(self, error: BaseException) -> None:
+        """End this stream's membership from outside (its group was deleted): `next_batch` raises `error`."""
+        self._ended = error
+        self._wake.set()
 
     async def close(self) -> None:
         """Leave the group: give back what is in flight; an ephemeral group goes with its stream.

@@ -14,7 +14,7 @@ from eventbus.cejson import events_from_json_lines, stored_event_to_json
 from eventbus.client import EventBusClient, GroupStatus
 from eventbus.clock import SystemClock
 from eventbus.commands.output import print_record, print_rows, wants_json
-from eventbus.errors import InvalidArgumentError
+from eventbus.errors import DeliveryLeaseLostError, InvalidArgumentError
 from eventbus.model import Event, PublishResult, parse_rfc3339
 
 _RELATIVE = re.compile(r"^\+?(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -60,7 +60,10 @@ def _publish_rows(results: list[PublishResult]) -> list[dict[str, object]]:
 async def publish(args: argparse.Namespace) -> int:
     not_before = parse_moment(args.not_before, "--not-before") if args.not_before else None
     if args.batch:
-        text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text(encoding="utf-8")
+        try:
+            text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{args.batch}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         try:
             events = events_from_json_lines(text)
         except InvalidArgumentError as exc:
@@ -84,12 +87,18 @@ async def publish(args: argparse.Namespace) -> int:
         except InvalidArgumentError as exc:
             raise UsageError(exc.message) from exc
     as_json = wants_json(args.json)
+    columns = ["id", "source", "event_id", "seq", "duplicate"]
     async with client_of(args) as client:
         results: list[PublishResult] = []
-        # Each call of up to 1000 events is atomic; a longer file is sent in such calls, in order.
+        # Each call of up to 1000 events is atomic; a longer file is sent in such calls, in order. With --json
+        # each call's results are printed as soon as it is stored, so a later failure still shows what landed.
         for start in range(0, len(events), BATCH_LIMIT):
-            results.extend(await client.publish(events[start : start + BATCH_LIMIT], not_before=not_before))
-    print_rows(_publish_rows(results), ["id", "source", "event_id", "seq", "duplicate"], as_json=as_json)
+            stored = await client.publish(events[start : start + BATCH_LIMIT], not_before=not_before)
+            if as_json:
+                print_rows(_publish_rows(stored), columns, as_json=True)
+            results.extend(stored)
+    if not as_json:
+        print_rows(_publish_rows(results), columns, as_json=False)
     return 0
 
 
@@ -120,7 +129,10 @@ async def tail(args: argparse.Namespace) -> int:
                 line["attempt"] = delivery.attempt
                 sys.stdout.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
                 sys.stdout.flush()
-                await delivery.ack()
+                try:
+                    await delivery.ack()
+                except DeliveryLeaseLostError:
+                    continue  # the stream dropped: the client reconnects and the event comes again
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     break

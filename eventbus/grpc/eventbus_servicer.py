@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import ConsumerGroups, JoinRequest, group_name
 from eventbus.bus.service import Bus
-from eventbus.bus.session import AckRequest, AckStatus, GroupSession
+from eventbus.bus.session import AckOutcome, AckRequest, AckStatus, GroupSession
 from eventbus.errors import InvalidArgumentError, UnavailableError
 from eventbus.grpc.context import Context, rpc
 from eventbus.grpc.convert import (
@@ -146,7 +146,8 @@ async def _stream(
     session: GroupSession, requests: AsyncIterator[pb.SubscribeRequest]
 ) -> AsyncIterator[pb.SubscribeResponse]:
     """Deliveries and ack results, interleaved; ends when the client stops sending (half-close)."""
-    outbox: asyncio.Queue[pb.SubscribeResponse | BaseException | None] = asyncio.Queue()
+    # Bounded: a client that sends acks but stops reading their results is slowed down, not buffered for.
+    outbox: asyncio.Queue[pb.SubscribeResponse | BaseException | None] = asyncio.Queue(maxsize=64)
 
     async def read_requests() -> None:
         try:
@@ -155,8 +156,12 @@ async def _stream(
                 if which == "acks":
                     outcomes = await session.settle([_ack_from_proto(a) for a in request.acks.acks])
                 elif which == "extend":
-                    by = from_duration(request.extend.by, "extend.by") if request.extend.HasField("by") else None
-                    outcomes = await session.extend(list(request.extend.delivery_ids), by)
+                    by = request.extend.by.ToTimedelta() if request.extend.HasField("by") else None
+                    if by is not None and by.total_seconds() < 0:
+                        reason = "extend.by must not be negative"
+                        outcomes = [AckOutcome(i, False, reason) for i in request.extend.delivery_ids]
+                    else:
+                        outcomes = await session.extend(list(request.extend.delivery_ids), by)
                 else:
                     raise InvalidArgumentError.for_field(
                         which or "request", "join is only allowed as the first message"

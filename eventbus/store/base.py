@@ -207,8 +207,13 @@ class Store(Protocol):
 
     async def list_subscriptions(self, kind: str, *, after_id: str, limit: int) -> list[Subscription]: ...
 
-    async def delete_subscription(self, subscription_id: str, *, now: datetime) -> bool:
-        """Stop it at once (no more fan-out or leases); its deliveries are purged in batches afterwards."""
+    async def delete_subscription(
+        self, subscription_id: str, *, now: datetime, idle_before: datetime | None = None
+    ) -> bool:
+        """Stop it at once (no more fan-out or leases); its deliveries are purged in batches afterwards.
+
+        With `idle_before`, only if it has been inactive since before then (checked in the same transaction).
+        """
         ...
 
     async def purge_deleted(self, *, limit: int) -> int:

@@ -83,8 +83,13 @@ class SQLiteStore:
         self._lock_file.close()
 
     async def ping(self) -> None:
+        """Ready means readable and writable: the writer thread runs and its last commit did not fail."""
         if not self._open:
             raise UnavailableError("the store is closed")
+        if not self._writer.alive:
+            raise UnavailableError("the store's writer has stopped")
+        if self._writer.last_commit_error is not None:
+            raise UnavailableError(f"the last commit failed: {self._writer.last_commit_error}")
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     def _connect(self) -> sqlite3.Connection:
@@ -249,8 +254,12 @@ class SQLiteStore:
         rows = await self._read(lambda c: c.execute(sql, (kind, after_id, limit)).fetchall())
         return [ops.subscription_from_row(row) for row in rows]
 
-    async def delete_subscription(self, subscription_id: str, *, now: datetime) -> bool:
-        return await self._write(lambda conn: ops.delete_subscription(conn, self._cache, subscription_id, now=now))
+    async def delete_subscription(
+        self, subscription_id: str, *, now: datetime, idle_before: datetime | None = None
+    ) -> bool:
+        return await self._write(
+            lambda conn: ops.delete_subscription(conn, self._cache, subscription_id, now=now, idle_before=idle_before)
+        )
 
     async def purge_deleted(self, *, limit: int) -> int:
         return await self._write(lambda conn: ops.purge_deleted(conn, limit=limit))

@@ -226,6 +226,8 @@ def create_subscription(
             (spec.kind, spec.name),
         ).fetchone()
         if row is not None:
+            # Joining is activity: the janitor must not expire a group someone is joining right now.
+            conn.execute("UPDATE subscriptions SET last_active_at = ? WHERE id = ?", (to_micros(now), row[0]))
             return subscription_from_row(row), False
     upto = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     first = _start_seq(conn, start)
@@ -262,12 +264,17 @@ def create_subscription(
 
 
 def delete_subscription(
-    conn: sqlite3.Connection, cache: SubscriptionCache, subscription_id: str, *, now: datetime
+    conn: sqlite3.Connection,
+    cache: SubscriptionCache,
+    subscription_id: str,
+    *,
+    now: datetime,
+    idle_before: datetime | None = None,
 ) -> bool:
     cursor = conn.execute(
         "UPDATE subscriptions SET state = 'deleted', updated_at = ?, backfill_next_seq = NULL "
-        "WHERE id = ? AND state != 'deleted'",
-        (to_micros(now), subscription_id),
+        "WHERE id = ? AND state != 'deleted' AND last_active_at < ?",
+        (to_micros(now), subscription_id, to_micros(idle_before) if idle_before is not None else 2**62),
     )
     cache.invalidate()
     return cursor.rowcount == 1
@@ -478,8 +485,11 @@ def prune(conn: sqlite3.Connection, *, older_than: datetime, limit: int) -> int:
         "WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
         (cutoff, limit),
     ).rowcount
+    # Events a subscription's unfinished backfill (a join at earliest, a seek) still has to read are kept.
     removed += conn.execute(
-        "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < ? AND NOT EXISTS "
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < ? AND seq < "
+        "(SELECT COALESCE(MIN(backfill_next_seq), 9223372036854775807) FROM subscriptions "
+        "WHERE backfill_next_seq IS NOT NULL AND state != 'deleted') AND NOT EXISTS "
         "(SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) ORDER BY seq LIMIT ?)",
         (cutoff, limit),
     ).rowcount

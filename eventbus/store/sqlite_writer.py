@@ -57,6 +57,7 @@ class SQLiteWriter:
         self._startup_error: BaseException | None = None
         self.commits = 0
         self.operations = 0
+        self.last_commit_error: str | None = None  # set while commits fail (disk full, I/O error)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="eventbus-sqlite-writer", daemon=True)
@@ -64,6 +65,10 @@ class SQLiteWriter:
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -121,6 +126,7 @@ class SQLiteWriter:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        storage_error: str | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -128,6 +134,8 @@ class SQLiteWriter:
                 try:
                     result = job.op(conn)
                 except Exception as exc:
+                    if isinstance(exc, sqlite3.Error):
+                        storage_error = str(exc)  # e.g. disk full: the store is not healthy even if others commit
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     if self._on_batch_failure is not None:
@@ -139,16 +147,21 @@ class SQLiteWriter:
             conn.execute("COMMIT")
             self.commits += 1
             self.operations += len(batch)
+            self.last_commit_error = storage_error
         except sqlite3.Error as exc:
             # Disk full, I/O error, lock trouble: nothing of this batch is durable, so no caller hears success.
-            log.error("store_commit_failed", error=str(exc), operations=len(batch))
+            # SQLite may roll the whole transaction back by itself on SQLITE_FULL or an I/O error (the next
+            # statement then fails with "no such savepoint"): report the storage error that started it.
+            reason = storage_error or str(exc)
+            log.error("store_commit_failed", error=reason, operations=len(batch))
+            self.last_commit_error = reason
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             if self._on_batch_failure is not None:
                 self._on_batch_failure()
-            failure = UnavailableError(f"the store could not commit: {exc}")
+            failure = UnavailableError(f"the store could not commit: {reason}")
             outcomes = [(job, None, failure) for job in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
         for outcome in outcomes:
