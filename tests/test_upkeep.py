@@ -7,11 +7,18 @@ from datetime import timedelta
 
 import pytest
 
+from eventbus.bus.service import BusSettings
 from eventbus.client import EventBusClient
 from eventbus.clock import ManualClock
 from eventbus.errors import NotFoundError
 from eventbus.model import Event
 from eventbus.runtime import EventBusServer
+from tests.conftest import fast_settings
+
+
+@pytest.fixture
+def bus_settings() -> BusSettings:
+    return fast_settings(retention=timedelta(days=1))
 
 
 def order(n: int) -> Event:
@@ -60,8 +67,9 @@ async def test_retention_prunes_finished_work_but_never_pending(
         first = await asyncio.wait_for(anext(subscription), 5)
         await first.ack()
         second = await asyncio.wait_for(anext(subscription), 5)
-        await second.retry(timedelta(days=30))  # pending far beyond the retention window
-    clock.advance(timedelta(days=8))
+        await second.retry(timedelta(days=2))  # pending (no stream leases it) past the retention window
+    await streams_closed(server)
+    clock.advance(timedelta(days=2))  # past the 1-day retention of this module, the group not yet idle
     await server.bus.run_upkeep()
     events, _ = await client.list_events()
     assert [e.event.id for e in events] == [second.event.event.id]
