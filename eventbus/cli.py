@@ -105,10 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eventbus {args.command}: {exc}", file=sys.stderr)
         return 2
     except EventBusError as exc:
+        # One line (DESIGN.md §5): the message names the first field at fault and counts the others.
         print(f"eventbus {args.command}: {exc.message}", file=sys.stderr)
-        for violation in exc.violations:
-            if violation.field and violation.detail not in exc.message:
-                print(f"  {violation.field}: {violation.detail}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
