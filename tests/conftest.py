@@ -61,15 +61,22 @@ def bus_settings() -> BusSettings:
 
 
 @pytest.fixture
-async def server(tmp_path: Path, clock: ManualClock, bus_settings: BusSettings) -> AsyncIterator[EventBusServer]:
-    """The whole service in this process: real SQLite, real gRPC and HTTP on port 0, the manual clock."""
-    settings = ServerSettings(
+def server_settings(tmp_path: Path) -> ServerSettings:
+    """Settings of the in-process server; a module overrides this fixture to change them (e.g. an API key)."""
+    return ServerSettings(
         store_url=store_url(tmp_path),
         grpc_listen=ListenAddress("127.0.0.1", 0),
         http_listen=ListenAddress("127.0.0.1", 0),
         shutdown_grace=2.0,
     )
-    running = EventBusServer(settings, clock=clock, bus_settings=bus_settings)
+
+
+@pytest.fixture
+async def server(
+    server_settings: ServerSettings, clock: ManualClock, bus_settings: BusSettings
+) -> AsyncIterator[EventBusServer]:
+    """The whole service in this process: real SQLite, real gRPC and HTTP on port 0, the manual clock."""
+    running = EventBusServer(server_settings, clock=clock, bus_settings=bus_settings)
     await running.start()
     try:
         yield running

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+import dataclasses
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from eventbus.bus.service import BusSettings
 from eventbus.client import EventBusClient
-from eventbus.clock import ManualClock
-from eventbus.config import ListenAddress, ServerSettings
+from eventbus.config import ServerSettings
 from eventbus.errors import UnauthenticatedError
 from eventbus.runtime import EventBusServer
 from eventbus.v1 import admin_pb2, admin_pb2_grpc, eventbus_pb2_grpc
 from eventbus.v1 import eventbus_pb2 as pb
-from tests.conftest import store_url
 
 from .helpers import Consumer, RawStream, ce, event
 
@@ -26,20 +22,8 @@ API_KEY = "ebk_test_secretsecretsecret"
 
 
 @pytest.fixture
-async def server(tmp_path: Path, clock: ManualClock, bus_settings: BusSettings) -> AsyncIterator[EventBusServer]:
-    settings = ServerSettings(
-        store_url=store_url(tmp_path),
-        grpc_listen=ListenAddress("127.0.0.1", 0),
-        http_listen=ListenAddress("127.0.0.1", 0),
-        api_key=API_KEY,
-        shutdown_grace=2.0,
-    )
-    running = EventBusServer(settings, clock=clock, bus_settings=bus_settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop(grace=0.5)
+def server_settings(server_settings: ServerSettings) -> ServerSettings:
+    return dataclasses.replace(server_settings, api_key=API_KEY)
 
 
 @pytest.fixture
