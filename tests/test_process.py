@@ -180,3 +180,26 @@ def test_second_server_on_the_same_sqlite_file_is_refused(tmp_path: Path, server
     )
     assert second.returncode == 1
     assert "in use by another eventbus process" in second.stderr
+
+
+async def test_ephemeral_subscription_resumes_after_what_it_saw(
+    tmp_path: Path, server_process: list[ServerProcess]
+) -> None:
+    running = start_server_process(tmp_path)
+    server_process.append(running)
+    port = int(running.grpc.rsplit(":", 1)[1])
+    async with EventBusClient(running.grpc) as bus:
+        await bus.publish(events(2, "old"))
+        async with bus.subscribe(None, ["order.*"], start="earliest") as subscription:
+            for expected in ("old-0", "old-1"):
+                delivery = await asyncio.wait_for(anext(subscription), 10)
+                assert delivery.event.event.id == expected
+                await delivery.ack()
+            running.signal(signal.SIGKILL)
+            running.wait(10)
+            restarted = start_server_process(tmp_path, store=store_url(tmp_path), grpc_port=port)
+            server_process.append(restarted)
+            await bus.publish(events(1, "new"))
+            delivery = await asyncio.wait_for(anext(subscription), 30)
+            assert delivery.event.event.id == "new-0"  # not old-0 again: the new group starts after seq 2
+            assert subscription.reconnects >= 1

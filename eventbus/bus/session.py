@@ -123,10 +123,15 @@ class GroupSession:
                 if leased:
                     return leased
                 next_due = await self.bus.store.next_due_at(self.subscription.id)
-                # Due deliveries that cannot be leased: the group may no longer be active (deleted elsewhere).
-                gone = next_due is not None and next_due <= now
-                if gone and await self.bus.store.get_subscription(self.subscription.id) is None:
-                    raise NotFoundError(f"group {self.subscription.name or self.subscription.id} was deleted")
+                if next_due is not None and next_due <= now:
+                    # Due deliveries but none leased: either every candidate just died (exhausted, expired:
+                    # lease again at once) or the subscription is no longer active (deleted elsewhere: end the
+                    # stream; not active: wait for the poll instead of spinning).
+                    current = await self.bus.store.get_subscription(self.subscription.id)
+                    if current is None:
+                        raise NotFoundError(f"group {self.subscription.name or self.subscription.id} was deleted")
+                    if current.state != "active":
+                        next_due = None
                 if next_due is not None:
                     wake_at = min(wake_at, next_due)
             else:
