@@ -63,12 +63,15 @@ class _Stream:
     """One connection's stream; replaced by a new one on reconnect (its deliveries then lose their leases)."""
 
     def __init__(
-        self, call: grpc.aio.StreamStreamCall[eventbus_pb2.SubscribeRequest, eventbus_pb2.SubscribeResponse]
+        self,
+        owed: dict[str, int],
+        call: grpc.aio.StreamStreamCall[eventbus_pb2.SubscribeRequest, eventbus_pb2.SubscribeResponse],
     ) -> None:
         self.call = call
         self.outbox: asyncio.Queue[eventbus_pb2.SubscribeRequest] = asyncio.Queue()
         self.waiting: dict[str, list[asyncio.Future[None]]] = {}
         self.alive = True
+        self.owed = owed
         self.inbox: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
         self.writer = asyncio.create_task(self._write())
         self.reader: asyncio.Task[None] | None = None
@@ -141,6 +144,8 @@ class _Stream:
         future = self._expect(delivery.delivery_id)
         self.outbox.put_nowait(eventbus_pb2.SubscribeRequest(acks=eventbus_pb2.Acks(acks=[ack])))
         await future
+        if status != eventbus_pb2.Ack.RETRY:
+            self.owed.pop(delivery.delivery_id, None)  # done for good; a retried one is still owed
 
     async def extend(self, delivery: Delivery, by: timedelta | None) -> None:
         if not self.alive:
@@ -188,8 +193,8 @@ class _Stream:
 class Subscription:
     """An async iterator of deliveries; reconnects with backoff and rejoins the same group after a drop.
 
-    An ephemeral group (no name) cannot be rejoined: a reconnect joins a new one that starts after the last
-    event this subscription received (events published while it was away are still delivered).
+    An ephemeral group (no name) cannot be rejoined: a reconnect joins a new one that starts at the lowest
+    event handed out and not yet acked (see `_rejoin_request`); events published meanwhile are delivered.
     """
 
     def __init__(self, client: EventBusClient, join: eventbus_pb2.Join, *, reconnect: bool) -> None:
@@ -199,7 +204,9 @@ class Subscription:
         self.group: str | None = None
         self.subscription_id: str | None = None
         self.reconnects = 0
-        self.last_seq = 0  # highest seq delivered: where an ephemeral group resumes after a reconnect
+        self.last_seq = 0  # highest seq delivered
+        # delivery id → seq of what was handed out and is not done with: where an ephemeral group resumes
+        self._owed: dict[str, int] = {}
         self.joined = asyncio.Event()
         self._stream: _Stream | None = None
         self._closed = False
@@ -242,18 +249,23 @@ class Subscription:
             self._stream = None
 
     def _rejoin_request(self) -> eventbus_pb2.Join:
-        """The join to send: an ephemeral group is new on every connection, so it resumes after the last event
-        this subscription saw instead of replaying from the original start."""
+        """The join to send. An ephemeral group is new on every connection (the old one went with its stream),
+        so it resumes at the lowest seq handed out and not yet acked or dropped (acked ones after it come
+        again: at least once), else after the last seq it saw, instead of replaying from the original start.
+        What the old group still held back (delayed events not yet due) went with it: use a durable group
+        when that matters."""
         if self.join.group or self.last_seq == 0:
             return self.join
+        resume = min(self._owed.values()) if self._owed else self.last_seq + 1
+        self._owed.clear()  # the new group sends those again, under new delivery ids
         join = eventbus_pb2.Join()
         join.CopyFrom(self.join)
-        join.start.seq = self.last_seq + 1
+        join.start.seq = resume
         return join
 
     async def _open(self) -> _Stream:
         call = self.client.stub.Subscribe(metadata=self.client._metadata)
-        stream = _Stream(call)
+        stream = _Stream(self._owed, call)
         try:
             await call.write(eventbus_pb2.SubscribeRequest(join=self._rejoin_request()))
             response = await call.read()
@@ -281,12 +293,15 @@ class Subscription:
                         await self._stream.close()
                         self._stream = None
                     stream = self._stream = await self._open()
+                    if self._closed:  # close() ran while we were joining: do not keep the new stream
+                        return
                 backoff = 0.05
                 while True:
                     item = await stream.inbox.get()
                     if isinstance(item, BaseException):
                         raise item
                     self.last_seq = max(self.last_seq, item.event.seq)
+                    self._owed[item.delivery_id] = item.event.seq
                     yield item
             except grpc.aio.AioRpcError as exc:
                 if self._closed:

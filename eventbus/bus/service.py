@@ -200,9 +200,10 @@ class Bus:
         )
         for subscription_id in idle:
             if self.active_streams.get(subscription_id, 0) == 0:
-                expired = await self.store.delete_subscription(
-                    subscription_id, now=now, idle_before=now - self.settings.ephemeral_idle_expiry
-                )
+                # Re-checked inside the delete, so a join that just touched the group keeps it (the smaller
+                # of the two thresholds is enough for that and never keeps a group past its own).
+                shortest = min(self.settings.ephemeral_idle_expiry, self.settings.group_idle_expiry)
+                expired = await self.store.delete_subscription(subscription_id, now=now, idle_before=now - shortest)
                 if expired:
                     log.info("group_expired", subscription_id=subscription_id)
         while await self.store.purge_deleted(limit=self.settings.prune_chunk) >= self.settings.prune_chunk:

@@ -87,6 +87,17 @@ class GroupSession:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def held(self, now: datetime) -> int:
+        """Deliveries this stream holds whose lease has not run out."""
+        self._expire_in_flight(now)
+        return len(self._in_flight)
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        """Give these leases back at once (leased but never sent to the consumer)."""
+        leases = [(i, self._in_flight.pop(i).lease_token) for i in delivery_ids if i in self._in_flight]
+        if leases:
+            await self.bus.store.release_leases(leases, now=self.bus.clock.now())
+
     def _expire_in_flight(self, now: datetime) -> None:
         for delivery_id, leased in list(self._in_flight.items()):
             if leased.lease_expires_at <= now:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import ConsumerGroups, JoinRequest, group_name
@@ -101,8 +102,11 @@ class EventBusServicer(pb_grpc.EventBusServicer):
 
 
 def _ack_from_proto(ack: pb.Ack) -> AckRequest:
-    retry_after = ack.retry_after.ToTimedelta() if ack.HasField("retry_after") else None
     problem = None
+    try:
+        retry_after = ack.retry_after.ToTimedelta() if ack.HasField("retry_after") else None
+    except OverflowError:
+        retry_after, problem = None, "retry_after is out of range"
     if retry_after is not None and retry_after.total_seconds() < 0:
         problem, retry_after = "retry_after must not be negative", None
     return AckRequest(
@@ -148,6 +152,7 @@ async def _stream(
     """Deliveries and ack results, interleaved; ends when the client stops sending (half-close)."""
     # Bounded: a client that sends acks but stops reading their results is slowed down, not buffered for.
     outbox: asyncio.Queue[pb.SubscribeResponse | BaseException | None] = asyncio.Queue(maxsize=64)
+    unsent: list[str] = []
 
     async def read_requests() -> None:
         try:
@@ -156,9 +161,12 @@ async def _stream(
                 if which == "acks":
                     outcomes = await session.settle([_ack_from_proto(a) for a in request.acks.acks])
                 elif which == "extend":
-                    by = request.extend.by.ToTimedelta() if request.extend.HasField("by") else None
+                    try:
+                        by = request.extend.by.ToTimedelta() if request.extend.HasField("by") else None
+                    except OverflowError:
+                        by = timedelta(days=-1)  # answered below like any other bad value
                     if by is not None and by.total_seconds() < 0:
-                        reason = "extend.by must not be negative"
+                        reason = "extend.by must not be negative or out of range"
                         outcomes = [AckOutcome(i, False, reason) for i in request.extend.delivery_ids]
                     else:
                         outcomes = await session.extend(list(request.extend.delivery_ids), by)
@@ -178,9 +186,15 @@ async def _stream(
         try:
             while True:
                 batch = await session.next_batch()
-                await outbox.put(
-                    pb.SubscribeResponse(deliveries=pb.Deliveries(deliveries=[_delivery_to_proto(d) for d in batch]))
-                )
+                try:
+                    await outbox.put(
+                        pb.SubscribeResponse(
+                            deliveries=pb.Deliveries(deliveries=[_delivery_to_proto(d) for d in batch])
+                        )
+                    )
+                except asyncio.CancelledError:
+                    unsent.extend(d.delivery_id for d in batch)
+                    raise
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -192,7 +206,18 @@ async def _stream(
         # Stop sending, give the consumer the grace period to ack what it holds, then tell it to reconnect.
         await session.bus.shutting_down.wait()
         sender.cancel()
-        while session.in_flight > 0:
+        await asyncio.gather(sender, return_exceptions=True)
+        # Leased but never sent (queued here, or cut off mid-send): the consumer cannot ack those; give them back.
+        queued: list[str] = []
+        while not outbox.empty():
+            item = outbox.get_nowait()
+            if isinstance(item, pb.SubscribeResponse) and item.WhichOneof("response") == "deliveries":
+                queued.extend(d.delivery_id for d in item.deliveries.deliveries)
+            else:
+                await outbox.put(item)
+                break
+        await session.release([*unsent, *queued])
+        while session.held(session.bus.clock.now()) > 0:
             await asyncio.sleep(0.02)
         await outbox.put(UnavailableError("the server is shutting down: reconnect to another one or retry"))
 

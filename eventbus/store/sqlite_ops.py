@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
+
 from eventbus.clock import from_micros, to_micros
-from eventbus.errors import NotFoundError
+from eventbus.errors import InvalidArgumentError, NotFoundError
 from eventbus.filters import ContentFilter
 from eventbus.ids import new_id
 from eventbus.model import Event, filter_document
@@ -34,6 +36,8 @@ from eventbus.store.rows import (
     schedule_from_text,
     schedule_to_text,
 )
+
+log = structlog.get_logger("eventbus.store")
 
 SUBSCRIPTION_COLUMNS = (
     "id, kind, name, patterns, filter, retry_schedule, max_pending_age, ephemeral, state, created_at, "
@@ -111,7 +115,16 @@ class SubscriptionCache:
             rows = conn.execute(
                 "SELECT id, patterns, filter, start_seq, start_at FROM subscriptions WHERE state = 'active'"
             ).fetchall()
-            self._matchers = [_Matcher.of(i, json.loads(p), f, s or 0, a or 0) for i, p, f, s, a in rows]
+            self._matchers = []
+            for id_, patterns, filter_json, start_seq, start_at in rows:
+                try:
+                    matcher = _Matcher.of(id_, json.loads(patterns), filter_json, start_seq or 0, start_at or 0)
+                except InvalidArgumentError as exc:
+                    # A stored filter this version cannot compile must not stop every publish: that
+                    # subscription gets nothing until it is fixed, and says so in the log.
+                    log.error("subscription_filter_invalid", subscription_id=id_, error=exc.message)
+                    continue
+                self._matchers.append(matcher)
         return self._matchers
 
 
@@ -155,8 +168,12 @@ def append(
     stored = _latest_by_key(conn, events)
     # One writer owns the file, so seqs can be handed out here and the rows inserted in one executemany;
     # AUTOINCREMENT's counter still moves with them, so a seq is never reused.
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    seq = int(row[0]) if row else 0
+    # The larger of AUTOINCREMENT's counter and the highest row, as AUTOINCREMENT itself does (a restored
+    # file may lack the counter); MAX on the primary key is one index look-up.
+    seq = conn.execute(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), "
+        "COALESCE((SELECT MAX(seq) FROM events), 0))"
+    ).fetchone()[0]
     outcomes: list[AppendOutcome] = []
     touched: set[str] = set()
     seen: dict[tuple[str, str], AppendOutcome] = {}

@@ -149,3 +149,29 @@ async def test_dead_reasons_are_recorded(sqlite: SQLiteStore, clock: ManualClock
     assert await _dead_reasons(sqlite, one_try.id) == ["exhausted", "exhausted"]
     assert await _dead_reasons(sqlite, short_lived.id) == ["expired", "expired"]
     assert await _dead_reasons(sqlite, settled.id) == ["dropped", "rejected"]
+
+
+async def test_seq_allocation_survives_a_missing_autoincrement_counter(store: Store, clock: ManualClock) -> None:
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("SQLite only")
+    (first,) = await append(store, clock, order("a"))
+    await store._writer.submit(lambda conn: conn.execute("DELETE FROM sqlite_sequence"))
+    (second,) = await append(store, clock, order("b"))
+    assert second.seq > first.seq
+
+
+async def test_a_stored_filter_that_no_longer_compiles_does_not_stop_publishing(
+    store: Store, clock: ManualClock
+) -> None:
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("SQLite only")
+    subscription = await subscribe(store, clock, group_spec("old", ("**",), filter_json='{"subject": "x"}'))
+    # As if written by a version whose regex engine accepted lookahead.
+    await store._writer.submit(
+        lambda conn: conn.execute(
+            "UPDATE subscriptions SET filter = ? WHERE id = ?", ('{"subject": {"$regex": "(?=x)"}}', subscription.id)
+        )
+    )
+    store._cache.invalidate()
+    (outcome,) = await append(store, clock, order("c"))
+    assert outcome.duplicate is False
