@@ -17,7 +17,9 @@ import structlog
 from eventbus.clock import from_micros, to_micros
 from eventbus.errors import UnavailableError
 from eventbus.model import Event, StoredEvent
-from eventbus.store import sqlite_ops as ops
+from eventbus.store import sqlite_deliveries as deliveries
+from eventbus.store import sqlite_fanout as fanout
+from eventbus.store import sqlite_subscriptions as subs
 from eventbus.store.base import (
     AppendOutcome,
     EventQuery,
@@ -43,7 +45,7 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, linger: float = 0.001, readers: int = 2) -> None:
         self.path = Path(path)
         self.wakeups = Wakeups()
-        self._cache = ops.SubscriptionCache()
+        self._cache = fanout.SubscriptionCache()
         self._writer = SQLiteWriter(self._connect_writer, linger=linger, on_batch_failure=self._cache.invalidate)
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="eventbus-sqlite-reader")
         self._local = threading.local()
@@ -191,7 +193,7 @@ class SQLiteStore:
         self, events: Sequence[Event], *, now: datetime, not_before: datetime | None, dedup_window: timedelta
     ) -> list[AppendOutcome]:
         outcomes, touched = await self._write(
-            lambda conn: ops.append(conn, self._cache, events, now=now, not_before=not_before, window=dedup_window)
+            lambda conn: fanout.append(conn, self._cache, events, now=now, not_before=not_before, window=dedup_window)
         )
         self.wakeups.notify(touched)
         return outcomes
@@ -234,39 +236,41 @@ class SQLiteStore:
     async def create_subscription(
         self, spec: SubscriptionSpec, *, start: StartPosition, now: datetime
     ) -> tuple[Subscription, bool]:
-        return await self._write(lambda conn: ops.create_subscription(conn, self._cache, spec, start=start, now=now))
+        return await self._write(lambda conn: subs.create_subscription(conn, self._cache, spec, start=start, now=now))
 
     async def get_subscription(self, subscription_id: str) -> Subscription | None:
-        sql = f"SELECT {ops.SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND state != 'deleted'"
+        sql = f"SELECT {subs.SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND state != 'deleted'"
         row = await self._read(lambda c: c.execute(sql, (subscription_id,)).fetchone())
-        return ops.subscription_from_row(row) if row else None
+        return subs.subscription_from_row(row) if row else None
 
     async def find_subscription(self, kind: str, name: str) -> Subscription | None:
-        sql = f"SELECT {ops.SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE kind = ? AND name = ? AND state != 'deleted'"
+        sql = (
+            f"SELECT {subs.SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE kind = ? AND name = ? AND state != 'deleted'"
+        )
         row = await self._read(lambda c: c.execute(sql, (kind, name)).fetchone())
-        return ops.subscription_from_row(row) if row else None
+        return subs.subscription_from_row(row) if row else None
 
     async def list_subscriptions(self, kind: str, *, after_id: str, limit: int) -> list[Subscription]:
         sql = (
-            f"SELECT {ops.SUBSCRIPTION_COLUMNS} FROM subscriptions "
+            f"SELECT {subs.SUBSCRIPTION_COLUMNS} FROM subscriptions "
             "WHERE kind = ? AND id > ? AND state != 'deleted' ORDER BY id LIMIT ?"
         )
         rows = await self._read(lambda c: c.execute(sql, (kind, after_id, limit)).fetchall())
-        return [ops.subscription_from_row(row) for row in rows]
+        return [subs.subscription_from_row(row) for row in rows]
 
     async def delete_subscription(
         self, subscription_id: str, *, now: datetime, idle_before: datetime | None = None
     ) -> bool:
         return await self._write(
-            lambda conn: ops.delete_subscription(conn, self._cache, subscription_id, now=now, idle_before=idle_before)
+            lambda conn: subs.delete_subscription(conn, self._cache, subscription_id, now=now, idle_before=idle_before)
         )
 
     async def purge_deleted(self, *, limit: int) -> int:
-        return await self._write(lambda conn: ops.purge_deleted(conn, limit=limit))
+        return await self._write(lambda conn: subs.purge_deleted(conn, limit=limit))
 
     async def backfill(self, subscription_id: str, *, now: datetime, limit: int) -> bool:
         more, touched = await self._write(
-            lambda conn: ops.backfill(conn, self._cache, subscription_id, now=now, limit=limit)
+            lambda conn: subs.backfill(conn, self._cache, subscription_id, now=now, limit=limit)
         )
         if touched:
             self.wakeups.notify([subscription_id])
@@ -278,7 +282,7 @@ class SQLiteStore:
         return [row[0] for row in rows]
 
     async def seek_subscription(self, subscription_id: str, *, start: StartPosition, now: datetime) -> None:
-        await self._write(lambda conn: ops.seek_subscription(conn, self._cache, subscription_id, start=start, now=now))
+        await self._write(lambda conn: subs.seek_subscription(conn, self._cache, subscription_id, start=start, now=now))
         self.wakeups.notify([subscription_id])
 
     async def touch_subscriptions(self, subscription_ids: Sequence[str], *, now: datetime) -> None:
@@ -305,13 +309,13 @@ class SQLiteStore:
         self, subscription_id: str, *, limit: int, lease_for: timedelta, now: datetime
     ) -> list[LeasedDelivery]:
         return await self._write(
-            lambda conn: ops.lease_deliveries(conn, subscription_id, limit=limit, lease_for=lease_for, now=now)
+            lambda conn: deliveries.lease_deliveries(conn, subscription_id, limit=limit, lease_for=lease_for, now=now)
         )
 
     async def settle_deliveries(self, settles: Sequence[Settle], *, now: datetime) -> list[bool]:
         if not settles:
             return []
-        results, touched = await self._write(lambda conn: ops.settle_deliveries(conn, settles, now=now))
+        results, touched = await self._write(lambda conn: deliveries.settle_deliveries(conn, settles, now=now))
         self.wakeups.notify(touched)
         return results
 
@@ -332,7 +336,7 @@ class SQLiteStore:
     async def release_leases(self, leases: Sequence[tuple[str, int]], *, now: datetime) -> int:
         if not leases:
             return 0
-        released, touched = await self._write(lambda conn: ops.release_leases(conn, leases, now=now))
+        released, touched = await self._write(lambda conn: deliveries.release_leases(conn, leases, now=now))
         self.wakeups.notify(touched)
         return released
 
@@ -342,10 +346,10 @@ class SQLiteStore:
         return from_micros(row[0]) if row and row[0] is not None else None
 
     async def subscription_stats(self, subscription_id: str) -> SubscriptionStats:
-        return await self._read(lambda c: ops.subscription_stats(c, subscription_id))
+        return await self._read(lambda c: deliveries.subscription_stats(c, subscription_id))
 
     async def prune(self, *, older_than: datetime, limit: int) -> int:
-        removed = await self._write(lambda conn: ops.prune(conn, older_than=older_than, limit=limit))
+        removed = await self._write(lambda conn: deliveries.prune(conn, older_than=older_than, limit=limit))
         if removed:
             await self._write(lambda conn: conn.execute("PRAGMA incremental_vacuum(1000)").fetchall())
         return removed

@@ -1,0 +1,152 @@
+"""Delivery operations of the SQLite store: leases, settlements, releases, stats and retention."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from eventbus.clock import from_micros, to_micros
+from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, SubscriptionStats
+from eventbus.store.rows import EVENT_COLUMNS, event_from_row
+
+
+def lease_deliveries(
+    conn: sqlite3.Connection, subscription_id: str, *, limit: int, lease_for: timedelta, now: datetime
+) -> list[LeasedDelivery]:
+    stamp = to_micros(now)
+    policy = conn.execute(
+        "SELECT retry_schedule, max_pending_age FROM subscriptions WHERE id = ? AND state = 'active'",
+        (subscription_id,),
+    ).fetchone()
+    if policy is None:
+        return []
+    max_attempts = len(json.loads(policy[0])) + 1
+    oldest_allowed = stamp - policy[1]
+    rows = conn.execute(
+        "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, "
+        "MAX(d.created_at, COALESCE(e.not_before, 0)), "
+        f"{', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
+        "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+        "WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.next_attempt_at <= ? "
+        "ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
+        (subscription_id, stamp, limit),
+    ).fetchall()
+    expires = stamp + lease_for // timedelta(microseconds=1)
+    leased: list[LeasedDelivery] = []
+    updates, dead = [], []
+    for row in rows:
+        rowid, delivery_id, attempts, first_attempt, pending_since = row[:5]
+        if attempts >= max_attempts:
+            dead.append((DeadReason.EXHAUSTED.value, stamp, rowid))
+            continue
+        if pending_since < oldest_allowed:  # age counts from when it was first due (not_before)
+            dead.append((DeadReason.EXPIRED.value, stamp, rowid))
+            continue
+        token = secrets.randbits(62)
+        first_attempt = first_attempt or stamp
+        updates.append((attempts + 1, expires, token, first_attempt, stamp, rowid))
+        leased.append(
+            LeasedDelivery(
+                delivery_id=delivery_id,
+                subscription_id=subscription_id,
+                event=event_from_row(row, offset=5),
+                attempt=attempts + 1,
+                first_attempt_at=from_micros(first_attempt),
+                lease_token=token,
+                lease_expires_at=from_micros(expires),
+            )
+        )
+    if updates:
+        conn.executemany(
+            "UPDATE deliveries SET state = 'leased', attempts = ?, next_attempt_at = ?, lease_token = ?, "
+            "first_attempt_at = ?, last_attempt_at = ? WHERE rowid = ?",
+            updates,
+        )
+    if dead:
+        conn.executemany(
+            "UPDATE deliveries SET state = 'dead', dead_reason = ?, finished_at = ?, lease_token = NULL "
+            "WHERE rowid = ?",
+            dead,
+        )
+    return leased
+
+
+def settle_deliveries(
+    conn: sqlite3.Connection, settles: Sequence[Settle], *, now: datetime
+) -> tuple[list[bool], set[str]]:
+    stamp = to_micros(now)
+    results, touched = [], set()
+    for settle in settles:
+        if settle.outcome is Settlement.SUCCEEDED:
+            sql = "UPDATE deliveries SET state = 'succeeded', finished_at = ?, lease_token = NULL, last_error = NULL"
+            params: tuple[Any, ...] = (stamp,)
+        elif settle.outcome is Settlement.RETRY:
+            sql = "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_token = NULL, last_error = ?"
+            params = (to_micros(settle.retry_at or now), settle.error)
+        else:
+            sql = (
+                "UPDATE deliveries SET state = 'dead', finished_at = ?, lease_token = NULL, dead_reason = ?, "
+                "last_error = ?"
+            )
+            params = (stamp, (settle.reason or DeadReason.DROPPED).value, settle.error)
+        row = conn.execute(
+            f"{sql} WHERE delivery_id = ? AND state = 'leased' AND lease_token = ? RETURNING subscription_id",
+            (*params, settle.delivery_id, settle.lease_token),
+        ).fetchone()
+        results.append(row is not None)
+        if row is not None and settle.outcome is Settlement.RETRY:
+            touched.add(row[0])
+    return results, touched
+
+
+def release_leases(
+    conn: sqlite3.Connection, leases: Sequence[tuple[str, int]], *, now: datetime
+) -> tuple[int, set[str]]:
+    stamp = to_micros(now)
+    released, touched = 0, set()
+    for delivery_id, token in leases:
+        row = conn.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_token = NULL "
+            "WHERE delivery_id = ? AND state = 'leased' AND lease_token = ? RETURNING subscription_id",
+            (stamp, delivery_id, token),
+        ).fetchone()
+        if row is not None:
+            released += 1
+            touched.add(row[0])
+    return released, touched
+
+
+def subscription_stats(conn: sqlite3.Connection, subscription_id: str) -> SubscriptionStats:
+    counts = dict.fromkeys(("pending", "leased", "succeeded", "dead"), 0)
+    for state, count in conn.execute(
+        "SELECT state, COUNT(*) FROM deliveries WHERE subscription_id = ? GROUP BY state", (subscription_id,)
+    ):
+        counts[state] = count
+    row = conn.execute(
+        "SELECT MIN(created_at) FROM deliveries WHERE subscription_id = ? AND state IN ('pending', 'leased')",
+        (subscription_id,),
+    ).fetchone()
+    oldest = from_micros(row[0]) if row[0] is not None else None
+    return SubscriptionStats(counts["pending"], counts["leased"], counts["succeeded"], counts["dead"], oldest)
+
+
+def prune(conn: sqlite3.Connection, *, older_than: datetime, limit: int) -> int:
+    cutoff = to_micros(older_than)
+    removed = conn.execute(
+        "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries "
+        "WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
+        (cutoff, limit),
+    ).rowcount
+    # Events a subscription's unfinished backfill (a join at earliest, a seek) still has to read are kept.
+    removed += conn.execute(
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < ? AND seq < "
+        "(SELECT COALESCE(MIN(backfill_next_seq), 9223372036854775807) FROM subscriptions "
+        "WHERE backfill_next_seq IS NOT NULL AND state != 'deleted') AND NOT EXISTS "
+        "(SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) ORDER BY seq LIMIT ?)",
+        (cutoff, limit),
+    ).rowcount
+    return removed
