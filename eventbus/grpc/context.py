@@ -11,7 +11,7 @@ import grpc
 import structlog
 
 from eventbus.auth import KeyRing, Scope
-from eventbus.errors import EventBusError, UnavailableError
+from eventbus.errors import EventBusError
 from eventbus.grpc.errors import abort, status_code_of
 
 log = structlog.get_logger("eventbus.grpc")
@@ -38,11 +38,13 @@ async def rpc(context: Context, method: str, keys: KeyRing, scope: Scope) -> Asy
         except EventBusError as exc:
             code = status_code_of(exc)
             await abort(context, exc)
-        except (OSError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "Event loop is closed" not in str(exc):
-                raise
-            code = grpc.StatusCode.UNAVAILABLE
-            await abort(context, UnavailableError(f"temporarily unavailable: {exc}"))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # A bug: keep the traceback in the log, tell the caller no internals.
+            code = grpc.StatusCode.INTERNAL
+            log.exception("grpc_handler_failed", method=method)
+            await abort(context, EventBusError("internal error: the server logged it"))
     except BaseException as exc:
         if code is grpc.StatusCode.OK:
             code = _code_of_abort(exc)
