@@ -42,7 +42,7 @@ log = structlog.get_logger("eventbus.store")
 class SQLiteStore:
     """`Store` on one SQLite file. One server process per file (more processes: PostgreSQL)."""
 
-    def __init__(self, path: str | Path, *, linger: float = 0.001, readers: int = 2) -> None:
+    def __init__(self, path: str | Path, *, linger: float = 0.005, readers: int = 2) -> None:
         self.path = Path(path)
         self.wakeups = Wakeups()
         self._cache = fanout.SubscriptionCache()

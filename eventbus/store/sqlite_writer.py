@@ -29,26 +29,32 @@ class _Job:
 
 
 _STOP = object()
+_BUSY_WITHIN = 0.05  # seconds: a batch of several that ended this recently means writes are coming concurrently
 
 
 class SQLiteWriter:
     """Runs write operations in batches: `BEGIN IMMEDIATE`, a savepoint per operation, one `COMMIT`.
 
     A failing operation rolls back to its savepoint and fails alone; a failing commit fails the whole batch
-    (every caller sees `UnavailableError`, none a success). The thread lingers up to `linger` seconds after the
-    first operation of a batch so that concurrent callers share a commit.
+    (every caller sees `UnavailableError`, none a success).
+
+    Adaptive linger: while writes come concurrently (the last batch had several operations and ended moments
+    ago), the thread waits up to `linger` seconds after a batch's first operation so that more callers share
+    its commit and fsync; a lone write after a quiet spell commits at once, paying no linger.
     """
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
         *,
-        linger: float = 0.001,
+        linger: float = 0.005,
         max_batch: int = 512,
         on_batch_failure: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._linger = linger
+        self._last_batch_size = 0
+        self._last_commit_at = 0.0
         self._max_batch = max_batch
         self._on_batch_failure = on_batch_failure
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -107,7 +113,9 @@ class SQLiteWriter:
             conn.close()
 
     def _fill(self, batch: list[_Job]) -> bool:
-        deadline = time.monotonic() + self._linger
+        now = time.monotonic()
+        busy = self._last_batch_size > 1 and now - self._last_commit_at < _BUSY_WITHIN
+        deadline = now + (self._linger if busy else 0.0)
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -145,6 +153,8 @@ class SQLiteWriter:
                     conn.execute("RELEASE op")
                     outcomes.append((job, result, None))
             conn.execute("COMMIT")
+            self._last_batch_size = len(batch)
+            self._last_commit_at = time.monotonic()
             self.commits += 1
             self.operations += len(batch)
             self.last_commit_error = storage_error
