@@ -87,7 +87,7 @@ def _event_from_json(obj: object) -> Event:
             data, kind = dumps_json(value), DataKind.JSON
             contenttype = contenttype or "application/json"
     if problems:
-        raise InvalidArgumentError(f"{problems[0].field}: {problems[0].detail}", violations=problems)
+        raise InvalidArgumentError.from_violations(problems)
     event = Event(
         id=strings["id"] or "",
         source=strings["source"] or "",

@@ -34,6 +34,13 @@ class InvalidArgumentError(EventBusError):
         """One-field shortcut: the message repeats the field so a single line says everything."""
         return cls(f"{field}: {detail}", violations=[FieldViolation(field, detail)])
 
+    @classmethod
+    def from_violations(cls, violations: list[FieldViolation]) -> InvalidArgumentError:
+        """All the problems found at once; the message names the first and counts the rest."""
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        return cls(f"{first.field}: {first.detail}{more}", violations=violations)
+
     def prefixed(self, prefix: str) -> InvalidArgumentError:
         """The same error with every field path placed under `prefix` (e.g. `events[3]`)."""
         violations = [FieldViolation(f"{prefix}.{v.field}" if v.field else prefix, v.detail) for v in self.violations]

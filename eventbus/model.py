@@ -220,9 +220,7 @@ def validate_event(event: Event) -> None:
         except ValueError as exc:
             problems.append(FieldViolation("data", f"not valid JSON: {exc}"))
     if problems:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise InvalidArgumentError(f"{first.field}: {first.detail}{more}", violations=problems)
+        raise InvalidArgumentError.from_violations(problems)
     size = event.size()
     if size > MAX_EVENT_BYTES:
         raise PayloadTooLargeError(

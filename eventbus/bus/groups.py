@@ -60,10 +60,7 @@ class ConsumerGroups:
             raise InvalidArgumentError.for_field(
                 "join.group", "1-128 characters of [A-Za-z0-9._:-], starting with a letter or digit"
             )
-        try:
-            patterns = PatternSet.parse(list(request.patterns), field="join.patterns")
-        except InvalidArgumentError as exc:
-            raise exc
+        patterns = PatternSet.parse(list(request.patterns), field="join.patterns")
         content_filter = ContentFilter.parse(request.filter, field="join.filter")
         max_in_flight = request.max_in_flight or settings.default_max_in_flight
         if not 1 <= max_in_flight <= settings.max_in_flight_limit:

@@ -121,9 +121,7 @@ def _event_from_proto(message: ce_pb.CloudEvent) -> Event:
         problems.extend(FieldViolation(_proto_field(v.field), v.detail) for v in exc.violations)
         error_type = type(exc)
     if problems:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise error_type(f"{first.field}: {first.detail}{more}", violations=problems)
+        raise error_type.from_violations(problems)
     return event
 
 
