@@ -9,11 +9,20 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from eventbus import __version__
 from eventbus.auth import KeyRing
+from eventbus.bus.deliveries import Deliveries
+from eventbus.bus.dispatch import Dispatcher, DispatchSettings
 from eventbus.bus.groups import ConsumerGroups
+from eventbus.bus.kinds import KindRegistry
 from eventbus.bus.service import Bus, BusSettings
+from eventbus.bus.services import Services
+from eventbus.bus.subscriptions import Subscriptions
+from eventbus.bus.webhooks import WebhookKind
 from eventbus.clock import Clock
 from eventbus.config import ListenAddress, ServerSettings
+from eventbus.egress.client import EgressClient
+from eventbus.egress.ssrf import DestinationPolicy
 from eventbus.errors import UnavailableError
 from eventbus.grpc.server import GrpcServer
 from eventbus.http.app import make_app
@@ -32,14 +41,30 @@ class EventBusServer:
     """The whole service; tests run it in-process with a manual clock, `serve()` runs it until a signal."""
 
     def __init__(
-        self, settings: ServerSettings, *, clock: Clock | None = None, bus_settings: BusSettings | None = None
+        self,
+        settings: ServerSettings,
+        *,
+        clock: Clock | None = None,
+        bus_settings: BusSettings | None = None,
+        dispatch_settings: DispatchSettings | None = None,
     ) -> None:
         self.settings = settings
         self.store = open_store(settings.store_url)
         self.bus = Bus(self.store, clock=clock, settings=bus_settings)
-        self.groups = ConsumerGroups(self.bus)
+        self.policy = DestinationPolicy(settings.allow_destinations)
+        self.egress = EgressClient(self.policy, user_agent=f"eventbus/{__version__}")
+        self.kinds = KindRegistry()
+        self.kinds.add(WebhookKind(self.egress, self.policy))
+        self.dispatcher = Dispatcher(self.bus, self.kinds, dispatch_settings)
+        self.services = Services(
+            bus=self.bus,
+            groups=ConsumerGroups(self.bus),
+            subscriptions=Subscriptions(self.bus, self.kinds),
+            deliveries=Deliveries(self.bus),
+        )
+        self.groups = self.services.groups
         self.keys = KeyRing.single(settings.api_key)
-        self.grpc = GrpcServer(self.bus, self.groups, self.keys, str(settings.grpc_listen))
+        self.grpc = GrpcServer(self.services, self.keys, str(settings.grpc_listen))
         self._ready = False
         self._runner: web.AppRunner | None = None
         self.addresses: BoundAddresses | None = None
@@ -47,6 +72,8 @@ class EventBusServer:
     async def start(self) -> BoundAddresses:
         await self.store.open()
         await self.bus.start()
+        await self.egress.start()
+        await self.dispatcher.start()
         await self.grpc.start()
         app = make_app(self.bus, self.keys, lambda: self._ready)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
@@ -82,6 +109,8 @@ class EventBusServer:
         await self.bus.close_sessions()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.dispatcher.stop()
+        await self.egress.close()
         await self.bus.stop()
         await self.store.close()
         log.info("server_stopped")

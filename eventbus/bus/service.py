@@ -16,7 +16,7 @@ from eventbus.clock import Clock, SystemClock
 from eventbus.errors import InvalidArgumentError, NotFoundError, PayloadTooLargeError
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
-from eventbus.store.base import DEFAULT_RETRY_SCHEDULE, EventQuery, Store
+from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE, EventQuery, Store
 
 if TYPE_CHECKING:
     from eventbus.bus.session import GroupSession
@@ -35,6 +35,7 @@ class BusSettings:
     dedup_window: timedelta = timedelta(hours=24)
     retention: timedelta = timedelta(days=7)
     retry_schedule: tuple[timedelta, ...] = DEFAULT_RETRY_SCHEDULE
+    max_pending_age: timedelta = DEFAULT_MAX_PENDING_AGE
     default_ack_deadline: timedelta = timedelta(seconds=30)
     max_ack_deadline: timedelta = timedelta(hours=12)
     default_max_in_flight: int = 100

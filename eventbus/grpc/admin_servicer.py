@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from eventbus.auth import KeyRing, Scope
-from eventbus.bus.groups import ConsumerGroups, GroupInfo
+from eventbus.bus.groups import GroupInfo
+from eventbus.bus.services import Services
 from eventbus.errors import InvalidArgumentError
 from eventbus.grpc.context import Context, rpc
 from eventbus.grpc.convert import from_timestamp, to_duration, to_timestamp
@@ -13,8 +14,9 @@ from eventbus.v1 import admin_pb2_grpc as pb_grpc
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, groups: ConsumerGroups, keys: KeyRing) -> None:
-        self.groups = groups
+    def __init__(self, services: Services, keys: KeyRing) -> None:
+        self.services = services
+        self.groups = services.groups
         self.keys = keys
 
     def _group(self, info: GroupInfo) -> pb.Group:

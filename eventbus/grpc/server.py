@@ -7,8 +7,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from eventbus.auth import KeyRing
-from eventbus.bus.groups import ConsumerGroups
-from eventbus.bus.service import Bus
+from eventbus.bus.services import Services
 from eventbus.errors import UnavailableError
 from eventbus.grpc.admin_servicer import AdminServicer
 from eventbus.grpc.eventbus_servicer import EventBusServicer
@@ -24,7 +23,7 @@ SERVICE_NAMES = (
 class GrpcServer:
     """Owns the grpc.aio server and its health servicer; `port` is the real one after `start()`."""
 
-    def __init__(self, bus: Bus, groups: ConsumerGroups, keys: KeyRing, listen: str) -> None:
+    def __init__(self, services: Services, keys: KeyRing, listen: str) -> None:
         self.listen = listen
         self.port = 0
         self.health = health.aio.HealthServicer()
@@ -37,8 +36,10 @@ class GrpcServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ]
         )
-        eventbus_pb2_grpc.add_EventBusServicer_to_server(EventBusServicer(bus, groups, keys), self.server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(groups, keys), self.server)
+        eventbus_pb2_grpc.add_EventBusServicer_to_server(
+            EventBusServicer(services.bus, services.groups, keys), self.server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(services, keys), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
 

@@ -7,9 +7,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from eventbus.model import Event, StoredEvent
+
+if TYPE_CHECKING:
+    from eventbus.store.records import (
+        Attempt,
+        AttemptResult,
+        DeliveryQuery,
+        DeliveryRecord,
+        HealthChange,
+        HealthPolicy,
+        SystemEvents,
+    )
 
 DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = tuple(
     timedelta(seconds=s) for s in (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -41,6 +52,19 @@ class StartPosition:
     time: datetime | None = None
 
 
+class SubscriptionState(StrEnum):
+    """`paused`: deliveries are created and held. `disabled`: none are created, pending ones are held."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DISABLED = "disabled"
+
+
+class Ordering(StrEnum):
+    NONE = "none"
+    SUBJECT = "subject"  # one subject strictly in seq order; a failing subject holds only itself
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriptionSpec:
     """What creating a subscription takes. `patterns` and `filter_json` arrive normalised by the caller."""
@@ -53,6 +77,23 @@ class SubscriptionSpec:
     max_pending_age: timedelta = DEFAULT_MAX_PENDING_AGE
     ephemeral: bool = False
     options: dict[str, object] = field(default_factory=dict)
+    rate_limit: float | None = None  # deliveries per second; None: unlimited
+    max_concurrency: int | None = None  # None: the kind's default
+    ordering: Ordering = Ordering.NONE
+    secrets: dict[str, object] = field(default_factory=dict)  # kind-specific credentials, never listed
+    state: SubscriptionState = SubscriptionState.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionHealth:
+    """The delivery health of a subscription: its circuit and how long it has been failing."""
+
+    circuit: str = "closed"  # "closed" | "open"
+    consecutive_failures: int = 0
+    failing_since: datetime | None = None
+    circuit_opened_at: datetime | None = None
+    next_probe_at: datetime | None = None
+    warnings_sent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +113,13 @@ class Subscription:
     last_active_at: datetime
     options: dict[str, object]
     backfilling: bool
+    rate_limit: float | None = None
+    max_concurrency: int | None = None
+    ordering: Ordering = Ordering.NONE
+    secrets: dict[str, object] = field(default_factory=dict, repr=False)
+    state_reason: str | None = None
+    updated_at: datetime | None = None
+    health: SubscriptionHealth = field(default_factory=SubscriptionHealth)
 
     @property
     def max_attempts(self) -> int:
@@ -99,6 +147,8 @@ class LeasedDelivery:
     first_attempt_at: datetime
     lease_token: int
     lease_expires_at: datetime
+    probe: bool = False  # the one delivery an open circuit lets through to test the destination
+    manual: bool = False  # a resend: one attempt outside the schedule
 
 
 class Settlement(StrEnum):
@@ -145,6 +195,15 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
+        self._any: set[asyncio.Event] = set()  # woken for every subscription (the dispatcher)
+
+    def register_any(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._any.add(event)
+        return event
+
+    def unregister_any(self, event: asyncio.Event) -> None:
+        self._any.discard(event)
 
     def register(self, subscription_id: str) -> asyncio.Event:
         event = asyncio.Event()
@@ -159,8 +218,13 @@ class Wakeups:
                 del self._events[subscription_id]
 
     def notify(self, subscription_ids: Iterable[str]) -> None:
+        woken = False
         for subscription_id in subscription_ids:
+            woken = True
             for event in self._events.get(subscription_id, ()):
+                event.set()
+        if woken:
+            for event in self._any:
                 event.set()
 
 
@@ -205,7 +269,9 @@ class Store(Protocol):
 
     async def find_subscription(self, kind: str, name: str) -> Subscription | None: ...
 
-    async def list_subscriptions(self, kind: str, *, after_id: str, limit: int) -> list[Subscription]: ...
+    async def list_subscriptions(self, kind: str | None, *, after_id: str, limit: int) -> list[Subscription]:
+        """A page in id order; `kind` None: every kind."""
+        ...
 
     async def delete_subscription(
         self, subscription_id: str, *, now: datetime, idle_before: datetime | None = None
@@ -237,12 +303,76 @@ class Store(Protocol):
     ) -> list[str]: ...
 
     async def lease_deliveries(
-        self, subscription_id: str, *, limit: int, lease_for: timedelta, now: datetime
+        self,
+        subscription_id: str,
+        *,
+        limit: int,
+        lease_for: timedelta,
+        now: datetime,
+        system_events: SystemEvents | None = None,
     ) -> list[LeasedDelivery]:
         """Lease up to `limit` due deliveries (pending and due, or leased with the lease run out), oldest first.
 
-        Deliveries past their attempts or max pending age die here (`exhausted`, `expired`) instead.
+        Only an active subscription's; with ordering `subject` only the head of each subject; with the circuit
+        open only one probe, once `next_probe_at` has come. Deliveries past their attempts or max pending age die
+        here (`exhausted`, `expired`) instead, announced through `system_events` in the same transaction.
         """
+        ...
+
+    async def record_attempt(
+        self, result: AttemptResult, *, policy: HealthPolicy, now: datetime, system_events: SystemEvents | None
+    ) -> tuple[bool, list[HealthChange]]:
+        """Log the attempt, settle the delivery (fenced by its lease token) and apply the health rules, atomically.
+
+        Returns whether the lease was still held (the attempt is logged either way) and the health changes, which
+        `system_events` turns into events appended in the same transaction.
+        """
+        ...
+
+    async def due_subscriptions(self, kinds: Sequence[str], *, now: datetime) -> list[tuple[str, datetime]]:
+        """Active subscriptions of these kinds that have deliveries to send, with when the first is due."""
+        ...
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None: ...
+
+    async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryRecord]: ...
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    async def ordering_blocker(self, delivery: DeliveryRecord) -> DeliveryRecord | None:
+        """The earlier delivery of the same subject that holds this one back (ordering `subject`), if any."""
+        ...
+
+    async def set_subscription_state(
+        self,
+        subscription_id: str,
+        state: SubscriptionState,
+        *,
+        reason: str | None,
+        now: datetime,
+        system_events: SystemEvents | None = None,
+    ) -> list[HealthChange]:
+        """Pause, resume, disable, enable; leaving `disabled` resets the health record (circuit closed)."""
+        ...
+
+    async def update_subscription(self, subscription_id: str, changes: dict[str, object], *, now: datetime) -> None:
+        """Change settings, named as `Subscription` attributes (patterns, filter_json, options, secrets, ...)."""
+        ...
+
+    async def resend_delivery(self, delivery_id: str, *, now: datetime) -> DeliveryRecord:
+        """Due now: a dead or succeeded delivery gets one manual attempt, a pending one its next attempt now."""
+        ...
+
+    async def recover_deliveries(
+        self, subscription_id: str, *, since: datetime, include_pending: bool, limit: int, now: datetime
+    ) -> list[tuple[str, str]]:
+        """Re-queue dead (and optionally pending) deliveries created since `since`: (delivery_id, event_id) each."""
+        ...
+
+    async def replay(
+        self, subscription_id: str, *, patterns: Sequence[str] | None, since: datetime, now: datetime
+    ) -> int:
+        """Backfill events received since `since` that match `patterns` (default: its own); the last seq covered."""
         ...
 
     async def settle_deliveries(self, settles: Sequence[Settle], *, now: datetime) -> list[bool]:

@@ -15,36 +15,57 @@ from eventbus.store.rows import EVENT_COLUMNS, event_from_row
 
 
 def lease_deliveries(
-    conn: sqlite3.Connection, subscription_id: str, *, limit: int, lease_for: timedelta, now: datetime
-) -> list[LeasedDelivery]:
+    conn: sqlite3.Connection,
+    subscription_id: str,
+    *,
+    limit: int,
+    lease_for: timedelta,
+    now: datetime,
+) -> tuple[list[LeasedDelivery], list[tuple[str, int, str]]]:
+    """The leases, and the deliveries that died instead: (delivery_id, event_seq, reason)."""
     stamp = to_micros(now)
     policy = conn.execute(
-        "SELECT retry_schedule, max_pending_age FROM subscriptions WHERE id = ? AND state = 'active'",
+        "SELECT retry_schedule, max_pending_age, circuit, next_probe_at FROM subscriptions "
+        "WHERE id = ? AND state = 'active'",
         (subscription_id,),
     ).fetchone()
     if policy is None:
-        return []
+        return [], []
     max_attempts = len(json.loads(policy[0])) + 1
     oldest_allowed = stamp - policy[1]
+    probe = policy[2] == "open"
+    if probe:
+        # An open circuit holds every due delivery without using its attempts; one probe at a time tests the
+        # destination, and its lease holds the probe slot until it is settled or runs out.
+        if policy[3] is not None and policy[3] > stamp:
+            return [], []
+        limit = 1
     rows = conn.execute(
         "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, "
-        "MAX(d.created_at, COALESCE(e.not_before, 0)), "
+        "MAX(d.created_at, COALESCE(e.not_before, 0), COALESCE(d.queued_at, 0)), d.manual, "
         f"{', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
         "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
         "WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.next_attempt_at <= ? "
+        # ordering = subject: only the head of each subject (nothing earlier still pending or in flight)
+        "AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries h WHERE h.subscription_id = "
+        "d.subscription_id AND h.ordering_key = d.ordering_key AND h.state IN ('pending', 'leased') "
+        "AND h.event_seq < d.event_seq)) "
         "ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
         (subscription_id, stamp, limit),
     ).fetchall()
     expires = stamp + lease_for // timedelta(microseconds=1)
     leased: list[LeasedDelivery] = []
-    updates, dead = [], []
+    updates, dead, died = [], [], []
     for row in rows:
-        rowid, delivery_id, attempts, first_attempt, pending_since = row[:5]
-        if attempts >= max_attempts:
-            dead.append((DeadReason.EXHAUSTED.value, stamp, rowid))
-            continue
-        if pending_since < oldest_allowed:  # age counts from when it was first due (not_before)
-            dead.append((DeadReason.EXPIRED.value, stamp, rowid))
+        rowid, delivery_id, attempts, first_attempt, pending_since, manual = row[:6]
+        reason = None
+        if attempts >= max_attempts and not manual:
+            reason = DeadReason.EXHAUSTED
+        elif pending_since < oldest_allowed:  # age counts from when it was first due (not_before, a recovery)
+            reason = DeadReason.EXPIRED
+        if reason is not None:
+            dead.append((reason.value, stamp, rowid))
+            died.append((delivery_id, row[6], reason.value))
             continue
         token = secrets.randbits(62)
         first_attempt = first_attempt or stamp
@@ -53,11 +74,13 @@ def lease_deliveries(
             LeasedDelivery(
                 delivery_id=delivery_id,
                 subscription_id=subscription_id,
-                event=event_from_row(row, offset=5),
+                event=event_from_row(row, offset=6),
                 attempt=attempts + 1,
                 first_attempt_at=from_micros(first_attempt),
                 lease_token=token,
                 lease_expires_at=from_micros(expires),
+                probe=probe,
+                manual=bool(manual),
             )
         )
     if updates:
@@ -72,7 +95,9 @@ def lease_deliveries(
             "WHERE rowid = ?",
             dead,
         )
-    return leased
+    if probe and leased:
+        conn.execute("UPDATE subscriptions SET next_probe_at = ? WHERE id = ?", (expires, subscription_id))
+    return leased, died
 
 
 def settle_deliveries(
@@ -82,15 +107,21 @@ def settle_deliveries(
     results, touched = [], set()
     for settle in settles:
         if settle.outcome is Settlement.SUCCEEDED:
-            sql = "UPDATE deliveries SET state = 'succeeded', finished_at = ?, lease_token = NULL, last_error = NULL"
+            sql = (
+                "UPDATE deliveries SET state = 'succeeded', finished_at = ?, lease_token = NULL, last_error = NULL, "
+                "manual = 0"
+            )
             params: tuple[Any, ...] = (stamp,)
         elif settle.outcome is Settlement.RETRY:
-            sql = "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_token = NULL, last_error = ?"
+            sql = (
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_token = NULL, last_error = ?, "
+                "manual = 0"
+            )
             params = (to_micros(settle.retry_at or now), settle.error)
         else:
             sql = (
                 "UPDATE deliveries SET state = 'dead', finished_at = ?, lease_token = NULL, dead_reason = ?, "
-                "last_error = ?"
+                "last_error = ?, manual = 0"
             )
             params = (stamp, (settle.reason or DeadReason.DROPPED).value, settle.error)
         row = conn.execute(
@@ -137,6 +168,10 @@ def subscription_stats(conn: sqlite3.Connection, subscription_id: str) -> Subscr
 def prune(conn: sqlite3.Connection, *, older_than: datetime, limit: int) -> int:
     cutoff = to_micros(older_than)
     removed = conn.execute(
+        "DELETE FROM attempts WHERE rowid IN (SELECT rowid FROM attempts WHERE started_at < ? LIMIT ?)",
+        (cutoff, limit),
+    ).rowcount
+    removed += conn.execute(
         "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries "
         "WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
         (cutoff, limit),

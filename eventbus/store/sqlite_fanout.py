@@ -15,15 +15,15 @@ from eventbus.errors import InvalidArgumentError
 from eventbus.filters import ContentFilter
 from eventbus.ids import new_id
 from eventbus.model import Event, filter_document
-from eventbus.patterns import PatternSet
+from eventbus.patterns import PatternSet, is_system_type
 from eventbus.store.base import AppendOutcome
 from eventbus.store.rows import event_params
 
 log = structlog.get_logger("eventbus.store")
 
 INSERT_DELIVERY = (
-    "INSERT INTO deliveries (delivery_id, subscription_id, event_seq, state, next_attempt_at, created_at) "
-    "VALUES (?, ?, ?, 'pending', ?, ?)"
+    "INSERT INTO deliveries (delivery_id, subscription_id, event_seq, state, next_attempt_at, created_at, "
+    "ordering_key) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
 )
 
 
@@ -34,6 +34,7 @@ class Matcher:
     filter: ContentFilter | None
     start_seq: int = 0  # events before a start position that lay past the end of the log are not for it
     start_at: int = 0
+    ordered: bool = False  # ordering = subject: deliveries carry the subject as their ordering key
 
     @classmethod
     def of(
@@ -43,8 +44,12 @@ class Matcher:
         filter_json: str | None,
         start_seq: int = 0,
         start_at: int = 0,
+        *,
+        ordered: bool = False,
     ) -> Matcher:
-        return cls(subscription_id, PatternSet.parse(patterns), ContentFilter.parse(filter_json), start_seq, start_at)
+        return cls(
+            subscription_id, PatternSet.parse(patterns), ContentFilter.parse(filter_json), start_seq, start_at, ordered
+        )
 
     def starts_after(self, seq: int, received_at: int) -> bool:
         return seq < self.start_seq or received_at < self.start_at
@@ -52,7 +57,12 @@ class Matcher:
     def matches(self, event: Event, document: dict[str, object] | None) -> bool:
         if not self.patterns.matches(event.type):
             return False
+        if event.subject == self.subscription_id and is_system_type(event.type):
+            return False  # a subscription never receives system events about itself
         return self.filter is None or (document is not None and self.filter.matches(document))
+
+    def key_of(self, event: Event) -> str | None:
+        return event.subject if self.ordered else None
 
 
 class SubscriptionCache:
@@ -71,13 +81,22 @@ class SubscriptionCache:
 
     def matchers(self, conn: sqlite3.Connection) -> list[Matcher]:
         if self._matchers is None:
+            # Paused subscriptions still get deliveries (held until resumed); disabled ones get none.
             rows = conn.execute(
-                "SELECT id, patterns, filter, start_seq, start_at FROM subscriptions WHERE state = 'active'"
+                "SELECT id, patterns, filter, start_seq, start_at, ordering FROM subscriptions "
+                "WHERE state IN ('active', 'paused')"
             ).fetchall()
             self._matchers = []
-            for id_, patterns, filter_json, start_seq, start_at in rows:
+            for id_, patterns, filter_json, start_seq, start_at, ordering in rows:
                 try:
-                    matcher = Matcher.of(id_, json.loads(patterns), filter_json, start_seq or 0, start_at or 0)
+                    matcher = Matcher.of(
+                        id_,
+                        json.loads(patterns),
+                        filter_json,
+                        start_seq or 0,
+                        start_at or 0,
+                        ordered=ordering == "subject",
+                    )
                 except InvalidArgumentError as exc:
                     # A stored filter this version cannot compile must not stop every publish: that
                     # subscription gets nothing until it is fixed, and says so in the log.
@@ -137,7 +156,7 @@ def append(
     touched: set[str] = set()
     seen: dict[tuple[str, str], AppendOutcome] = {}
     rows: list[tuple[object, ...]] = []
-    deliveries: list[tuple[str, str, int, int, int]] = []
+    deliveries: list[tuple[str, str, int, int, int, str | None]] = []
     for event in events:
         key = (event.source, event.id)
         earlier = seen.get(key)
@@ -159,7 +178,7 @@ def append(
         document = filter_document(event) if needs_document else None
         for matcher in matchers:
             if matcher.matches(event, document) and not matcher.starts_after(seq, stamp):
-                deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp))
+                deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp, matcher.key_of(event)))
                 touched.add(matcher.subscription_id)
     if rows:
         conn.executemany(

@@ -11,18 +11,28 @@ from eventbus.clock import from_micros, to_micros
 from eventbus.errors import NotFoundError
 from eventbus.ids import new_id
 from eventbus.model import filter_document
-from eventbus.store.base import StartPosition, Subscription, SubscriptionSpec
+from eventbus.store.base import Ordering, StartPosition, Subscription, SubscriptionHealth, SubscriptionSpec
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row, schedule_from_text, schedule_to_text
 from eventbus.store.sqlite_fanout import INSERT_DELIVERY, Matcher, SubscriptionCache
 
 SUBSCRIPTION_COLUMNS = (
     "id, kind, name, patterns, filter, retry_schedule, max_pending_age, ephemeral, state, created_at, "
-    "last_active_at, options, backfill_next_seq"
+    "last_active_at, options, backfill_next_seq, rate_limit, max_concurrency, ordering, secrets, state_reason, "
+    "updated_at, circuit, consecutive_failures, failing_since, circuit_opened_at, next_probe_at, warnings_sent"
 )
 
 
+def _moment(value: int | None) -> datetime | None:
+    return from_micros(value) if value is not None else None
+
+
 def subscription_from_row(row: Any) -> Subscription:
-    (id_, kind, name, patterns, filter_, schedule, max_age, ephemeral, state, created, active, options, backfill) = row
+    (id_, kind, name, patterns, filter_, schedule, max_age, ephemeral, state, created, active, options, backfill) = row[
+        :13
+    ]
+    (rate, concurrency, ordering, secrets, reason, updated, circuit, failures, failing, opened, probe, warned) = row[
+        13:
+    ]
     return Subscription(
         id=id_,
         kind=kind,
@@ -37,6 +47,20 @@ def subscription_from_row(row: Any) -> Subscription:
         last_active_at=from_micros(active),
         options=json.loads(options),
         backfilling=backfill is not None,
+        rate_limit=rate,
+        max_concurrency=concurrency,
+        ordering=Ordering(ordering),
+        secrets=json.loads(secrets),
+        state_reason=reason,
+        updated_at=from_micros(updated),
+        health=SubscriptionHealth(
+            circuit=circuit,
+            consecutive_failures=failures,
+            failing_since=_moment(failing),
+            circuit_opened_at=_moment(opened),
+            next_probe_at=_moment(probe),
+            warnings_sent=warned,
+        ),
     )
 
 
@@ -81,8 +105,9 @@ def create_subscription(
     subscription_id = new_id("sub")
     conn.execute(
         "INSERT INTO subscriptions (id, kind, name, patterns, filter, retry_schedule, max_pending_age, ephemeral, "
-        "options, created_at, updated_at, last_active_at, backfill_next_seq, backfill_upto_seq, start_seq, start_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "options, created_at, updated_at, last_active_at, backfill_next_seq, backfill_upto_seq, start_seq, start_at, "
+        "rate_limit, max_concurrency, ordering, secrets, state) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             subscription_id,
             spec.kind,
@@ -100,6 +125,11 @@ def create_subscription(
             upto if backfill is not None else None,
             start_seq,
             start_at,
+            spec.rate_limit,
+            spec.max_concurrency,
+            spec.ordering.value,
+            json.dumps(spec.secrets, sort_keys=True),
+            spec.state.value,
         ),
     )
     cache.invalidate()
@@ -126,14 +156,22 @@ def delete_subscription(
 
 def purge_deleted(conn: sqlite3.Connection, *, limit: int) -> int:
     removed = conn.execute(
+        "DELETE FROM attempts WHERE rowid IN (SELECT a.rowid FROM attempts a JOIN subscriptions s "
+        "ON s.id = a.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+        (limit,),
+    ).rowcount
+    if removed >= limit:
+        return removed
+    removed += conn.execute(
         "DELETE FROM deliveries WHERE rowid IN (SELECT d.rowid FROM deliveries d JOIN subscriptions s "
         "ON s.id = d.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
-        (limit,),
+        (limit - removed,),
     ).rowcount
     if removed < limit:
         removed += conn.execute(
             "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions WHERE state = 'deleted' AND "
-            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) LIMIT ?)",
+            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) AND "
+            "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = subscriptions.id) LIMIT ?)",
             (limit - removed,),
         ).rowcount
     return removed
@@ -143,13 +181,13 @@ def backfill(
     conn: sqlite3.Connection, cache: SubscriptionCache, subscription_id: str, *, now: datetime, limit: int
 ) -> tuple[bool, bool]:
     row = conn.execute(
-        "SELECT patterns, filter, backfill_next_seq, backfill_upto_seq FROM subscriptions "
-        "WHERE id = ? AND state != 'deleted'",
+        "SELECT COALESCE(backfill_patterns, patterns), filter, backfill_next_seq, backfill_upto_seq, ordering "
+        "FROM subscriptions WHERE id = ? AND state != 'deleted'",
         (subscription_id,),
     ).fetchone()
     if row is None or row[2] is None:
         return False, False
-    matcher = Matcher.of(subscription_id, json.loads(row[0]), row[1])
+    matcher = Matcher.of(subscription_id, json.loads(row[0]), row[1], ordered=row[4] == Ordering.SUBJECT)
     first, upto = row[2], row[3]
     rows = conn.execute(
         f"SELECT {EVENT_COLUMNS}, not_before FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
@@ -162,13 +200,17 @@ def backfill(
         document = filter_document(stored.event) if matcher.filter is not None else None
         if matcher.matches(stored.event, document):
             due = max(stamp, event_row[13] or 0)
-            deliveries.append((new_id("dlv"), subscription_id, stored.seq, due, stamp))
+            deliveries.append((new_id("dlv"), subscription_id, stored.seq, due, stamp, matcher.key_of(stored.event)))
     if deliveries:
         conn.executemany(INSERT_DELIVERY, deliveries)
     next_seq = rows[-1][0] + 1 if len(rows) == limit else None
     if next_seq is not None and next_seq > upto:
         next_seq = None
-    conn.execute("UPDATE subscriptions SET backfill_next_seq = ? WHERE id = ?", (next_seq, subscription_id))
+    conn.execute(
+        "UPDATE subscriptions SET backfill_next_seq = ?, backfill_patterns = CASE WHEN ? IS NULL THEN NULL "
+        "ELSE backfill_patterns END WHERE id = ?",
+        (next_seq, next_seq, subscription_id),
+    )
     return next_seq is not None, bool(deliveries)
 
 

@@ -1,0 +1,300 @@
+"""The dispatcher: leases due deliveries of push kinds (webhooks, destinations), sends them, records every attempt.
+
+One pump per subscription with work, so a slow, hanging or failing destination only ever holds its own
+concurrency slots; deliveries are leased in small batches, never read all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from eventbus.bus.health import system_events
+from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
+from eventbus.bus.retry import next_retry_at
+from eventbus.bus.service import Bus
+from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
+from eventbus.store.records import AttemptResult, HealthPolicy
+
+log = structlog.get_logger("eventbus.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    lease_batch: int = 64  # most deliveries leased per store call
+    max_in_flight: int = 1024  # sends at once in this process, every subscription together
+    lease_margin: timedelta = timedelta(seconds=30)  # a lease outlives the attempt timeout by this much
+    poll_every: timedelta = timedelta(seconds=1)  # wake-ups are hints; polling is the truth
+    stop_grace: float = 5.0  # seconds in-flight sends get to finish at shutdown
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+
+
+class TokenBucket:
+    """`rate` per second with a burst of one second's worth (at least 1), refilled from the injected clock."""
+
+    def __init__(self, rate: float, now: datetime) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = now
+
+    def _refill(self, now: datetime) -> None:
+        elapsed = (now - self.updated).total_seconds()
+        if elapsed > 0:
+            self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+            self.updated = now
+
+    def available(self, now: datetime) -> int:
+        self._refill(now)
+        return math.floor(self.tokens + 1e-9)
+
+    def take(self, count: int) -> None:
+        self.tokens -= count
+
+    def next_token_at(self, now: datetime) -> datetime:
+        self._refill(now)
+        missing = max(0.0, 1.0 - self.tokens)
+        return now + timedelta(seconds=missing / self.rate)
+
+
+class Dispatcher:
+    """Sends the deliveries of every subscription whose kind is registered in `kinds`."""
+
+    def __init__(self, bus: Bus, kinds: KindRegistry, settings: DispatchSettings | None = None) -> None:
+        self.bus = bus
+        self.kinds = kinds
+        self.settings = settings or DispatchSettings()
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._sends: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, int] = {}
+        self._total_in_flight = 0
+        self._buckets: dict[str, TokenBucket] = {}
+        self._slot_freed = asyncio.Event()
+        self._wake = bus.store.wakeups.register_any()
+        self._task: asyncio.Task[None] | None = None
+
+    def in_flight(self, subscription_id: str) -> int:
+        return self._in_flight.get(subscription_id, 0)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="eventbus-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop leasing, give in-flight sends a grace period, then cancel them (their leases are released)."""
+        tasks = [t for t in (self._task, *self._pumps.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sends:
+            await asyncio.wait(list(self._sends), timeout=self.settings.stop_grace)
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+        self.bus.store.wakeups.unregister_any(self._wake)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.bus.clock.now()
+            wake_at = now + self.settings.poll_every
+            try:
+                for subscription_id, due_at in await self.bus.store.due_subscriptions(self.kinds.names, now=now):
+                    if due_at <= now:
+                        self._ensure_pump(subscription_id)
+                    else:
+                        wake_at = min(wake_at, due_at)
+            except Exception as exc:  # the store is down: keep trying, every poll
+                log.warning("dispatch_poll_failed", error=str(exc))
+            await _first_of(self._wake.wait(), self.bus.clock.sleep_until(wake_at))
+
+    def _ensure_pump(self, subscription_id: str) -> None:
+        if subscription_id not in self._pumps:
+            task = asyncio.create_task(self._pump(subscription_id), name=f"eventbus-pump-{subscription_id}")
+            self._pumps[subscription_id] = task
+            task.add_done_callback(lambda _: self._pumps.pop(subscription_id, None))
+
+    async def _pump(self, subscription_id: str) -> None:
+        """Lease and start sends for one subscription while it has due deliveries and room for them."""
+        store, clock = self.bus.store, self.bus.clock
+        while True:
+            subscription = await store.get_subscription(subscription_id)
+            kind = self.kinds.find(subscription.kind) if subscription is not None else None
+            if subscription is None or kind is None or subscription.state != "active":
+                return
+            now = clock.now()
+            room = (subscription.max_concurrency or kind.default_max_concurrency) - self.in_flight(subscription_id)
+            room = min(room, self.settings.max_in_flight - self._total_in_flight, self.settings.lease_batch)
+            if room <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            bucket = self._bucket(subscription, now)
+            if bucket is not None:
+                tokens = bucket.available(now)
+                if tokens <= 0:
+                    await clock.sleep_until(bucket.next_token_at(now))
+                    continue
+                room = min(room, tokens)
+            leased = await store.lease_deliveries(
+                subscription_id,
+                limit=room,
+                lease_for=kind.attempt_timeout(subscription) + self.settings.lease_margin,
+                now=now,
+                system_events=system_events,
+            )
+            if bucket is not None:
+                bucket.take(len(leased))
+            for delivery in leased:
+                self._start_send(subscription, kind, delivery)
+            if len(leased) < room:
+                return
+
+    def _bucket(self, subscription: Subscription, now: datetime) -> TokenBucket | None:
+        if not subscription.rate_limit:
+            self._buckets.pop(subscription.id, None)
+            return None
+        bucket = self._buckets.get(subscription.id)
+        if bucket is None or bucket.rate != subscription.rate_limit:
+            bucket = self._buckets[subscription.id] = TokenBucket(subscription.rate_limit, now)
+        return bucket
+
+    def _start_send(self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery) -> None:
+        self._in_flight[subscription.id] = self.in_flight(subscription.id) + 1
+        self._total_in_flight += 1
+        task = asyncio.create_task(self._send(subscription, kind, delivery))
+        self._sends.add(task)
+        task.add_done_callback(lambda t: self._send_done(t, subscription.id))
+
+    def _send_done(self, task: asyncio.Task[None], subscription_id: str) -> None:
+        self._sends.discard(task)
+        remaining = self.in_flight(subscription_id) - 1
+        if remaining > 0:
+            self._in_flight[subscription_id] = remaining
+        else:
+            self._in_flight.pop(subscription_id, None)
+        self._total_in_flight -= 1
+        self._slot_freed.set()
+        self._wake.set()
+
+    async def _send(self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery) -> None:
+        clock = self.bus.clock
+        started_at = clock.now()
+        started = time.monotonic()
+        try:
+            result = await kind.send(subscription, delivery, now=started_at)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(delivery))
+            raise
+        except Exception as exc:  # a kind that raises is contained: the delivery is retried, the failure logged
+            log.exception("delivery_send_crashed", subscription_id=subscription.id, delivery_id=delivery.delivery_id)
+            result = SendResult(SendVerdict.RETRY, error_class="internal", error=f"{type(exc).__name__}: {exc}")
+        duration = timedelta(seconds=time.monotonic() - started)
+        now = clock.now()
+        attempt = self._decide(subscription, delivery, result, started_at, duration, now)
+        try:
+            applied, _ = await self.bus.store.record_attempt(
+                attempt, policy=self.settings.health, now=now, system_events=system_events
+            )
+        except Exception as exc:  # the lease runs out and the delivery is sent again: at least once
+            log.error("delivery_record_failed", delivery_id=delivery.delivery_id, error=str(exc))
+            return
+        log.info(
+            "delivery_attempted",
+            subscription_id=subscription.id,
+            delivery_id=delivery.delivery_id,
+            event_id=delivery.event.event_id,
+            attempt=delivery.attempt,
+            status=result.status_code,
+            error_class=result.error_class,
+            outcome=attempt.settle.outcome.value if applied else "lease_lost",
+            retry_at=attempt.settle.retry_at.isoformat() if attempt.settle.retry_at else None,
+            duration_ms=round(duration.total_seconds() * 1000, 1),
+            probe=delivery.probe or None,
+        )
+
+    async def _release(self, delivery: LeasedDelivery) -> None:
+        try:
+            await self.bus.store.release_leases(
+                [(delivery.delivery_id, delivery.lease_token)], now=self.bus.clock.now()
+            )
+        except Exception as exc:  # the lease runs out by itself
+            log.warning("delivery_release_failed", delivery_id=delivery.delivery_id, error=str(exc))
+
+    def _decide(
+        self,
+        subscription: Subscription,
+        delivery: LeasedDelivery,
+        result: SendResult,
+        started_at: datetime,
+        duration: timedelta,
+        now: datetime,
+    ) -> AttemptResult:
+        """The settlement the retry rules of DESIGN.md §3 give this result."""
+        base = Settle(delivery.delivery_id, delivery.lease_token, Settlement.SUCCEEDED)
+        healthy: bool | None = False
+        disable_reason = None
+        if result.verdict is SendVerdict.SUCCESS:
+            settle, healthy = base, True
+        elif result.verdict is SendVerdict.GONE:
+            settle = Settle(base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.GONE, error="410")
+            disable_reason = "the destination answered 410 Gone"
+        elif result.verdict is SendVerdict.REJECT:
+            settle = Settle(
+                base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.REJECTED, error=result.error
+            )
+            healthy = None
+        elif delivery.manual:  # a resend is one attempt outside the schedule
+            settle = Settle(
+                base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=result.error
+            )
+        else:
+            retry_after = result.retry_after
+            if retry_after is not None:
+                retry_after = min(retry_after, subscription.max_pending_age)
+            retry_at = next_retry_at(
+                schedule=subscription.retry_schedule,
+                attempt=delivery.attempt,
+                now=now,
+                retry_after=retry_after,
+                slow_failure=result.slow_failure,
+            )
+            error = result.error or result.error_class
+            if retry_at is None:
+                settle = Settle(
+                    base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=error
+                )
+            else:
+                settle = Settle(base.delivery_id, base.lease_token, Settlement.RETRY, retry_at=retry_at, error=error)
+        return AttemptResult(
+            settle=settle,
+            number=delivery.attempt,
+            started_at=started_at,
+            duration=duration,
+            healthy=healthy,
+            status_code=result.status_code,
+            error_class=result.error_class,
+            error=result.error,
+            response_headers=result.response_headers,
+            response_body=result.response_body,
+            probe=delivery.probe,
+            manual=delivery.manual,
+            disable_reason=disable_reason,
+        )
+
+
+async def _first_of(*awaitables: object) -> None:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
