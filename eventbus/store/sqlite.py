@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -45,7 +44,7 @@ from eventbus.store.records import (
     HealthPolicy,
     SystemEvents,
 )
-from eventbus.store.rows import EVENT_COLUMNS, event_from_row, schedule_to_text
+from eventbus.store.rows import EVENT_COLUMNS, event_from_row
 from eventbus.store.sqlite_writer import SQLiteWriter
 
 T = TypeVar("T")
@@ -396,7 +395,7 @@ class SQLiteStore:
         return changes
 
     async def update_subscription(self, subscription_id: str, changes: dict[str, object], *, now: datetime) -> None:
-        fields = {_COLUMN_OF.get(name, name): _column_value(name, value) for name, value in changes.items()}
+        fields = {admin.column_of(name): admin.column_value(name, value) for name, value in changes.items()}
         await self._write(lambda conn: admin.update_subscription(conn, self._cache, subscription_id, fields, now))
         self.wakeups.notify([subscription_id])
 
@@ -466,25 +465,6 @@ class SQLiteStore:
         if removed:
             await self._write(lambda conn: conn.execute("PRAGMA incremental_vacuum(1000)").fetchall())
         return removed
-
-
-_COLUMN_OF = {"filter_json": "filter"}
-
-
-def _column_value(name: str, value: object) -> object:
-    """A subscription attribute as its column stores it."""
-    if name == "patterns":
-        assert isinstance(value, tuple | list)
-        return json.dumps(list(value))
-    if name == "retry_schedule":
-        assert isinstance(value, tuple)
-        return schedule_to_text(value)
-    if name == "max_pending_age":
-        assert isinstance(value, timedelta)
-        return value // timedelta(microseconds=1)
-    if name in ("options", "secrets"):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 def _lock_exclusively(path: Path) -> IO[bytes]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventbus.clock import from_micros, to_micros
 from eventbus.errors import FailedPreconditionError, NotFoundError
 from eventbus.store.base import SubscriptionState
 from eventbus.store.records import DeliveryQuery, DeliveryRecord, HealthChange, HealthChangeKind
+from eventbus.store.rows import schedule_to_text
 from eventbus.store.sqlite_fanout import SubscriptionCache
 
 DELIVERY_COLUMNS = (
@@ -219,3 +220,27 @@ def replay(
     )
     cache.invalidate()
     return int(upto)
+
+
+_COLUMN_OF = {"filter_json": "filter"}
+
+
+def column_of(name: str) -> str:
+    """The column that holds a subscription attribute."""
+    return _COLUMN_OF.get(name, name)
+
+
+def column_value(name: str, value: object) -> object:
+    """A subscription attribute as its column stores it."""
+    if name == "patterns":
+        assert isinstance(value, tuple | list)
+        return json.dumps(list(value))
+    if name == "retry_schedule":
+        assert isinstance(value, tuple)
+        return schedule_to_text(value)
+    if name == "max_pending_age":
+        assert isinstance(value, timedelta)
+        return value // timedelta(microseconds=1)
+    if name in ("options", "secrets"):
+        return json.dumps(value, sort_keys=True)
+    return value
