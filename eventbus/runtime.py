@@ -109,7 +109,7 @@ class EventBusServer:
         await self.bus.close_sessions()
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.dispatcher.stop()
+        await self.dispatcher.stop(grace)
         await self.egress.close()
         await self.bus.stop()
         await self.store.close()

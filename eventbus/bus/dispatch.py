@@ -70,6 +70,7 @@ class Dispatcher:
         self.kinds = kinds
         self.settings = settings or DispatchSettings()
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._recheck: set[str] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
         self._total_in_flight = 0
@@ -87,14 +88,15 @@ class Dispatcher:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="eventbus-dispatcher")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop leasing, give in-flight sends a grace period, then cancel them (their leases are released)."""
+        grace = self.settings.stop_grace if grace is None else grace
         tasks = [t for t in (self._task, *self._pumps.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._sends:
-            await asyncio.wait(list(self._sends), timeout=self.settings.stop_grace)
+            await asyncio.wait(list(self._sends), timeout=grace)
         for task in list(self._sends):
             task.cancel()
         await asyncio.gather(*self._sends, return_exceptions=True)
@@ -116,10 +118,21 @@ class Dispatcher:
             await _first_of(self._wake.wait(), self.bus.clock.sleep_until(wake_at))
 
     def _ensure_pump(self, subscription_id: str) -> None:
-        if subscription_id not in self._pumps:
+        if subscription_id in self._pumps:
+            self._recheck.add(subscription_id)
+        else:
             task = asyncio.create_task(self._pump(subscription_id), name=f"eventbus-pump-{subscription_id}")
             self._pumps[subscription_id] = task
-            task.add_done_callback(lambda _: self._pumps.pop(subscription_id, None))
+            task.add_done_callback(lambda _: self._pump_done(subscription_id))
+
+    def _pump_done(self, subscription_id: str) -> None:
+        self._pumps.pop(subscription_id, None)
+        # The loop saw work for it while the pump was finishing (and so did not start another): look again, or
+        # that work would wait for the next poll. Only then: a subscription whose due deliveries are all held
+        # back (ordering) would otherwise spin.
+        if subscription_id in self._recheck:
+            self._recheck.discard(subscription_id)
+            self._wake.set()
 
     async def _pump(self, subscription_id: str) -> None:
         """Lease and start sends for one subscription while it has due deliveries and room for them."""
@@ -182,7 +195,6 @@ class Dispatcher:
             self._in_flight.pop(subscription_id, None)
         self._total_in_flight -= 1
         self._slot_freed.set()
-        self._wake.set()
 
     async def _send(self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery) -> None:
         clock = self.bus.clock
