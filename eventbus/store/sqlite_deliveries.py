@@ -39,7 +39,9 @@ def lease_deliveries(
         # destination, and its lease holds the probe slot until it is settled or runs out.
         if policy[3] is not None and policy[3] > stamp:
             return [], []
-        limit = 1
+    # A probe is one delivery, but the rows read past it let expired or exhausted ones die meanwhile.
+    lease_at_most = 1 if probe else limit
+    limit = max(limit, 64) if probe else limit
     rows = conn.execute(
         "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, "
         "MAX(d.created_at, COALESCE(e.not_before, 0), COALESCE(d.queued_at, 0)), d.manual, "
@@ -66,6 +68,8 @@ def lease_deliveries(
         if reason is not None:
             dead.append((reason.value, stamp, rowid))
             died.append((delivery_id, row[6], reason.value))
+            continue
+        if len(leased) >= lease_at_most:
             continue
         token = secrets.randbits(62)
         first_attempt = first_attempt or stamp
