@@ -1,4 +1,4 @@
-"""The `eventbus` command: `serve` runs the server; `publish`, `tail`, `groups` talk to one over gRPC."""
+"""The `eventbus` command: `serve` runs the server; the client commands talk to one over gRPC."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from eventbus import __version__
 from eventbus.errors import EventBusError
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+# The webhook payload formats (the server validates them too; listed here so `--help` shows them).
+PAYLOAD_FORMATS = ("standard", "cloudevents-structured", "cloudevents-binary", "raw")
 
 
 def _client_options() -> argparse.ArgumentParser:
@@ -77,11 +79,130 @@ def build_parser() -> argparse.ArgumentParser:
     seek = actions.add_parser("seek", parents=[client], help="move a group to a seq or a time")
     seek.add_argument("name")
     seek.add_argument("--to", required=True, help="SEQ or RFC 3339 time")
+
+    _add_subscription_commands(commands, client)
+    _add_delivery_commands(commands, client)
     return parser
 
 
+def _add_settings_flags(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """What every push subscription has; on `update` each flag is optional and changes only that setting."""
+    more = "; replaces the current ones" if update else " (default: every type)"
+    parser.add_argument("--pattern", action="append", help=f"type pattern, repeatable{more}")
+    parser.add_argument("--filter", help="content filter, JSON" + ('; "" removes it' if update else ""))
+    parser.add_argument("--rate-limit", type=float, metavar="N", help="deliveries per second at most (0: no limit)")
+    parser.add_argument("--max-concurrency", type=int, metavar="N", help="deliveries in flight at once")
+    parser.add_argument("--retry-schedule", metavar="5s,5m,30m", help="retry delays (none: a single attempt)")
+    parser.add_argument("--max-pending-age", metavar="3d", help="a delivery pending longer is dead (expired)")
+    parser.add_argument(
+        "--ordering",
+        choices=["none", "subject"],
+        help="subject: one subject in order" + (" (add only)" if update else ""),
+    )
+    if not update:
+        parser.add_argument("--paused", action="store_true", help="create it paused (deliveries are held)")
+
+
+def _add_endpoint_flags(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    if update:
+        parser.add_argument("--url", help="a new destination URL")
+    parser.add_argument("--secret", metavar="whsec_...", help="signing secret (default: generated, shown once)")
+    parser.add_argument("--format", choices=PAYLOAD_FORMATS, help="payload format (default standard)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME:VALUE",
+        help="extra header, repeatable" + (" (replaces all)" if update else ""),
+    )
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="per attempt, 1-60 (default 15)")
+    parser.add_argument("--ed25519", action="store_true", help="also sign with an ed25519 key pair (v1a)")
+
+
+def _add_kind_option_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="a kind option (string), repeatable")
+    parser.add_argument("--options", metavar="JSON|@FILE.json", help="the kind's options as a JSON object")
+
+
+def _add_event_flags(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        parser.add_argument("event", nargs="?", metavar="EVENT", help="evt_... (or --source S --id ID)")
+    else:
+        parser.add_argument("--event", metavar="EVENT", help="evt_... (or --source S --id ID)")
+    parser.add_argument("--source", help="the event's CloudEvents source (with --id)")
+    parser.add_argument("--id", dest="ce_id", metavar="ID", help="the event's CloudEvents id (with --source)")
+
+
+def _add_subscription_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
+) -> None:
+    """`endpoints` (webhook subscriptions) and `subscriptions` (every push kind) share most actions."""
+    for command, text in (
+        ("endpoints", "webhook endpoints: add, list, show, update, pause, resume, rotate-secret, recover, why, rm"),
+        ("subscriptions", "subscriptions of every push kind: add, list, show, update, pause, resume, recover, why, rm"),
+    ):
+        is_endpoints = command == "endpoints"
+        actions = commands.add_parser(command, help=text).add_subparsers(dest="action", required=True, metavar="ACTION")
+        add = actions.add_parser("add", parents=[client], help="create one; prints it with its secret (shown once)")
+        if is_endpoints:
+            add.add_argument("url", metavar="URL")
+            _add_endpoint_flags(add, update=False)
+        else:
+            add.add_argument("--kind", required=True, help="webhook, or a plugin destination kind")
+            _add_kind_option_flags(add)
+        _add_settings_flags(add, update=False)
+        update = actions.add_parser("update", parents=[client], help="change the settings given, keep the rest")
+        update.add_argument("id", metavar="ID")
+        if is_endpoints:
+            _add_endpoint_flags(update, update=True)
+        else:
+            _add_kind_option_flags(update)
+        _add_settings_flags(update, update=True)
+        listing = actions.add_parser("list", parents=[client], help="every one, with state and backlog")
+        if not is_endpoints:
+            listing.add_argument("--kind", help="only this kind")
+        simple = [
+            ("show", "one, with state (and why), circuit and counts"),
+            ("rm", "delete one"),
+            ("pause", "hold its deliveries"),
+            ("resume", "active again (from paused or disabled); held deliveries go at once"),
+        ]
+        if is_endpoints:
+            simple.append(("enable", "the same as resume"))
+        for name, help_text in simple:
+            actions.add_parser(name, parents=[client], help=help_text).add_argument("id", metavar="ID")
+        if is_endpoints:
+            rotate = actions.add_parser("rotate-secret", parents=[client], help="a new secret; the old one signs 24 h")
+            rotate.add_argument("id", metavar="ID")
+            rotate.add_argument("--secret", metavar="whsec_...", help="the new secret (default: generated)")
+        recover = actions.add_parser("recover", parents=[client], help="re-queue its dead deliveries since T")
+        recover.add_argument("id", metavar="ID")
+        recover.add_argument("--since", required=True, metavar="T", help="RFC 3339, or an age like 2h (2 hours ago)")
+        recover.add_argument("--include-pending", action="store_true", help="also send pending deliveries now")
+        why = actions.add_parser("why", parents=[client], help="why an event was (not yet) delivered to it")
+        why.add_argument("id", metavar="ID")
+        _add_event_flags(why, positional=True)
+
+
+def _add_delivery_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
+) -> None:
+    deliveries = commands.add_parser("deliveries", help="deliveries: list, show with attempts, resend")
+    actions = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[client], help="deliveries, oldest first")
+    listing.add_argument("--subscription", metavar="ID", help="of this subscription only")
+    _add_event_flags(listing, positional=False)
+    listing.add_argument("--state", choices=["pending", "leased", "succeeded", "dead"])
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    for name, help_text in (("show", "one delivery and its attempts"), ("resend", "a new attempt now")):
+        actions.add_parser(name, parents=[client], help=help_text).add_argument("id", metavar="ID")
+    replay = commands.add_parser("replay", parents=[client], help="deliver stored events again to a subscription")
+    replay.add_argument("--to", required=True, metavar="SUB", help="the subscription (sub_...)")
+    replay.add_argument("--pattern", action="append", help="type pattern, repeatable (default: the subscription's)")
+    replay.add_argument("--since", required=True, metavar="T", help="RFC 3339, or an age like 2h (2 hours ago)")
+
+
 def _command(args: argparse.Namespace) -> Command:
-    from eventbus.commands import client_commands
+    from eventbus.commands import admin_commands, client_commands
 
     if args.command == "serve":
         from eventbus.commands.serve import serve_command
@@ -91,6 +212,10 @@ def _command(args: argparse.Namespace) -> Command:
         "publish": client_commands.publish,
         "tail": client_commands.tail,
         "groups": client_commands.groups,
+        "endpoints": admin_commands.endpoints,
+        "subscriptions": admin_commands.subscriptions,
+        "deliveries": admin_commands.deliveries,
+        "replay": admin_commands.replay,
     }[args.command]
 
 

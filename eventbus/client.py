@@ -1,4 +1,4 @@
-"""The async Python client for internal services: publish, subscribe with acks, read events, manage groups.
+"""The async Python client: publish, subscribe with acks, read events; manage groups, subscriptions, deliveries.
 
     async with EventBusClient("127.0.0.1:50051", api_key=key) as bus:
         await bus.publish([Event.create(type="order.paid", source="/shop", data={"total": 10})])
@@ -6,7 +6,8 @@
             ...
             await delivery.ack()
 
-Users get `eventbus.model` values; protobuf stays inside. Dropped streams reconnect and rejoin by themselves.
+Users get `eventbus.model` values and plain dataclasses; protobuf stays inside. Dropped streams reconnect and
+rejoin by themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from typing import Any
 import grpc
 import structlog
 
+from eventbus.client_admin import SubscriptionCalls
+from eventbus.client_values import (
+    AttemptStatus,
+    DeliveryCounts,
+    DeliveryExplanation,
+    DeliveryStatus,
+    HealthStatus,
+    SubscriptionStatus,
+)
 from eventbus.errors import InvalidArgumentError, UnavailableError
 from eventbus.grpc.convert import (
     event_to_proto,
@@ -79,8 +89,12 @@ def _group_status(group: admin_pb2.Group) -> GroupStatus:
     )
 
 
-class EventBusClient:
-    """A connection to one eventbus server. Use as an async context manager."""
+class EventBusClient(SubscriptionCalls):
+    """A connection to one eventbus server. Use as an async context manager.
+
+    The subscription and delivery calls (`create_subscription`, `list_deliveries`, `explain`, ...) come from
+    `eventbus.client_admin.SubscriptionCalls`.
+    """
 
     def __init__(
         self,
@@ -259,4 +273,15 @@ class EventBusClient:
         await self._call(self.admin.DeleteGroup, admin_pb2.DeleteGroupRequest(name=name))
 
 
-__all__ = ["Delivery", "EventBusClient", "GroupStatus", "Subscription"]
+__all__ = [
+    "AttemptStatus",
+    "Delivery",
+    "DeliveryCounts",
+    "DeliveryExplanation",
+    "DeliveryStatus",
+    "EventBusClient",
+    "GroupStatus",
+    "HealthStatus",
+    "Subscription",
+    "SubscriptionStatus",
+]

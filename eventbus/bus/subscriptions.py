@@ -151,7 +151,6 @@ class Subscriptions:
             raise InvalidArgumentError.for_field("kind", "consumer groups are listed with ListGroups")
         size = page_size or 100
         found = await self.bus.store.list_subscriptions(kind, after_id=page_token, limit=size + 1)
-        found = [s for s in found if s.kind != GROUP_KIND]
         page = found[:size]
         return [await self.info(s) for s in page], (page[-1].id if len(found) > size else "")
 

@@ -30,15 +30,39 @@ def client_of(args: argparse.Namespace) -> EventBusClient:
     return EventBusClient(args.server, api_key=args.api_key)
 
 
-def parse_moment(text: str, field: str) -> datetime:
-    """RFC 3339, or a delay from now such as `30s`, `+5m`, `2h`."""
+def _span(text: str) -> timedelta | None:
     match = _RELATIVE.match(text)
-    if match:
-        return SystemClock().now() + timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)]) if match else None
+
+
+def parse_moment(text: str, field: str) -> datetime:
+    """RFC 3339, or a delay from now such as `30s`, `+5m`, `2h` (a moment in the future: --not-before)."""
+    span = _span(text)
+    if span is not None:
+        return SystemClock().now() + span
     try:
         return parse_rfc3339(text, field)
     except InvalidArgumentError as exc:
         raise UsageError(f"{field}: {text!r} is neither RFC 3339 nor a delay like 30s, 5m, 2h") from exc
+
+
+def parse_since(text: str, field: str = "--since") -> datetime:
+    """RFC 3339, or an age such as `30m`, `2h`, `3d` meaning that long ago (a moment in the past: --since)."""
+    span = _span(text.removeprefix("-")) if not text.startswith("+") else None
+    if span is not None:
+        return SystemClock().now() - span
+    try:
+        return parse_rfc3339(text, field)
+    except InvalidArgumentError as exc:
+        raise UsageError(f"{field}: {text!r} is neither RFC 3339 nor an age like 30m, 2h, 3d (that long ago)") from exc
+
+
+def parse_duration(text: str, field: str) -> timedelta:
+    """A span such as `500ms`, `5s`, `5m`, `2h`, `3d`."""
+    span = _span(text.strip()) if not text.strip().startswith("+") else None
+    if span is None:
+        raise UsageError(f"{field}: {text!r} is not a duration like 5s, 5m, 2h, 3d")
+    return span
 
 
 def _read_data(args: argparse.Namespace) -> object:

@@ -1,4 +1,4 @@
-"""`eventbus.v1.Admin`: consumer groups (list, show with lag, seek, delete)."""
+"""`eventbus.v1.Admin`: consumer groups (list, show with lag, seek, delete); subscriptions and deliveries inherited."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import GroupInfo
 from eventbus.bus.services import Services
 from eventbus.errors import InvalidArgumentError
+from eventbus.grpc.admin_subscriptions import SubscriptionsAdmin
 from eventbus.grpc.context import Context, rpc
 from eventbus.grpc.convert import from_timestamp, to_duration, to_timestamp
 from eventbus.store.base import StartPosition
 from eventbus.v1 import admin_pb2 as pb
-from eventbus.v1 import admin_pb2_grpc as pb_grpc
 
 
-class AdminServicer(pb_grpc.AdminServicer):
+class AdminServicer(SubscriptionsAdmin):
     def __init__(self, services: Services, keys: KeyRing) -> None:
-        self.services = services
+        super().__init__(services, keys)
         self.groups = services.groups
-        self.keys = keys
 
     def _group(self, info: GroupInfo) -> pb.Group:
         subscription, stats = info.subscription, info.stats

@@ -270,7 +270,7 @@ class Store(Protocol):
     async def find_subscription(self, kind: str, name: str) -> Subscription | None: ...
 
     async def list_subscriptions(self, kind: str | None, *, after_id: str, limit: int) -> list[Subscription]:
-        """A page in id order; `kind` None: every kind."""
+        """A page in id order; `kind` None: every kind the server pushes to (all but gRPC consumer groups)."""
         ...
 
     async def delete_subscription(

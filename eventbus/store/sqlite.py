@@ -265,7 +265,7 @@ class SQLiteStore:
     async def list_subscriptions(self, kind: str | None, *, after_id: str, limit: int) -> list[Subscription]:
         sql = (
             f"SELECT {subs.SUBSCRIPTION_COLUMNS} FROM subscriptions "
-            "WHERE (kind = ? OR ? IS NULL) AND id > ? AND state != 'deleted' ORDER BY id LIMIT ?"
+            "WHERE (kind = ? OR (? IS NULL AND kind != 'grpc')) AND id > ? AND state != 'deleted' ORDER BY id LIMIT ?"
         )
         rows = await self._read(lambda c: c.execute(sql, (kind, kind, after_id, limit)).fetchall())
         return [subs.subscription_from_row(row) for row in rows]

@@ -34,11 +34,10 @@ def lease_deliveries(
     max_attempts = len(json.loads(policy[0])) + 1
     oldest_allowed = stamp - policy[1]
     probe = policy[2] == "open"
-    if probe:
-        # An open circuit holds every due delivery without using its attempts; one probe at a time tests the
-        # destination, and its lease holds the probe slot until it is settled or runs out.
-        if policy[3] is not None and policy[3] > stamp:
-            return [], []
+    # An open circuit holds every due delivery without using its attempts; one probe at a time tests the
+    # destination, and its lease holds the probe slot until it is settled or runs out.
+    if probe and policy[3] is not None and policy[3] > stamp:
+        return [], []
     # A probe is one delivery, but the rows read past it let expired or exhausted ones die meanwhile.
     lease_at_most = 1 if probe else limit
     limit = max(limit, 64) if probe else limit
@@ -129,11 +128,14 @@ def settle_deliveries(
             )
             params = (stamp, (settle.reason or DeadReason.DROPPED).value, settle.error)
         row = conn.execute(
-            f"{sql} WHERE delivery_id = ? AND state = 'leased' AND lease_token = ? RETURNING subscription_id",
+            f"{sql} WHERE delivery_id = ? AND state = 'leased' AND lease_token = ? "
+            "RETURNING subscription_id, ordering_key",
             (*params, settle.delivery_id, settle.lease_token),
         ).fetchone()
         results.append(row is not None)
-        if row is not None and settle.outcome is Settlement.RETRY:
+        # A retry changes when the subscription is next due; a finished head of a subject (ordering) lets the
+        # next delivery of that subject go now: wake the dispatcher for both rather than wait for its next poll.
+        if row is not None and (settle.outcome is Settlement.RETRY or row[1] is not None):
             touched.add(row[0])
     return results, touched
 

@@ -22,31 +22,91 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from eventbus.v1 import eventbus_pb2 as eventbus_dot_v1_dot_eventbus__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ventbus/v1/admin.proto\x12\x0b\x65ventbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x03\n\x05Group\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x10\n\x08patterns\x18\x03 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x11\n\tephemeral\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_active_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03lag\x18\x08 \x01(\x04\x12\x0f\n\x07pending\x18\t \x01(\x04\x12\x0e\n\x06leased\x18\n \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x0b \x01(\x04\x12\x11\n\tsucceeded\x18\x0c \x01(\x04\x12\x35\n\x12oldest_pending_age\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x61\x63tive_streams\x18\x0e \x01(\r\x12\x31\n\x0eretry_schedule\x18\x0f \x03(\x0b\x32\x19.google.protobuf.Duration\":\n\x11ListGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListGroupsResponse\x12\"\n\x06groups\x18\x01 \x03(\x0b\x32\x12.eventbus.v1.Group\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"a\n\x10SeekGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x03seq\x18\x02 \x01(\x04H\x00\x12*\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x04\n\x02to\"\"\n\x12\x44\x65leteGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse2\xa6\x02\n\x05\x41\x64min\x12M\n\nListGroups\x12\x1e.eventbus.v1.ListGroupsRequest\x1a\x1f.eventbus.v1.ListGroupsResponse\x12<\n\x08GetGroup\x12\x1c.eventbus.v1.GetGroupRequest\x1a\x12.eventbus.v1.Group\x12>\n\tSeekGroup\x12\x1d.eventbus.v1.SeekGroupRequest\x1a\x12.eventbus.v1.Group\x12P\n\x0b\x44\x65leteGroup\x12\x1f.eventbus.v1.DeleteGroupRequest\x1a .eventbus.v1.DeleteGroupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ventbus/v1/admin.proto\x12\x0b\x65ventbus.v1\x1a\x1a\x65ventbus/v1/eventbus.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x03\n\x05Group\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x10\n\x08patterns\x18\x03 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x11\n\tephemeral\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_active_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03lag\x18\x08 \x01(\x04\x12\x0f\n\x07pending\x18\t \x01(\x04\x12\x0e\n\x06leased\x18\n \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x0b \x01(\x04\x12\x11\n\tsucceeded\x18\x0c \x01(\x04\x12\x35\n\x12oldest_pending_age\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x61\x63tive_streams\x18\x0e \x01(\r\x12\x31\n\x0eretry_schedule\x18\x0f \x03(\x0b\x32\x19.google.protobuf.Duration\":\n\x11ListGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListGroupsResponse\x12\"\n\x06groups\x18\x01 \x03(\x0b\x32\x12.eventbus.v1.Group\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"a\n\x10SeekGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x03seq\x18\x02 \x01(\x04H\x00\x12*\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x04\n\x02to\"\"\n\x12\x44\x65leteGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse\"\xeb\x04\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08patterns\x18\x03 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05state\x18\x06 \x01(\t\x12\x14\n\x0cstate_reason\x18\x07 \x01(\t\x12\x31\n\x0eretry_schedule\x18\x08 \x03(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrate_limit\x18\t \x01(\x01\x12\x17\n\x0fmax_concurrency\x18\n \x01(\r\x12\x32\n\x0fmax_pending_age\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08ordering\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06health\x18\x0f \x01(\x0b\x32\x1f.eventbus.v1.SubscriptionHealth\x12-\n\x05stats\x18\x10 \x01(\x0b\x32\x1e.eventbus.v1.SubscriptionStats\x12\x39\n\x08revealed\x18\x11 \x03(\x0b\x32\'.eventbus.v1.Subscription.RevealedEntry\x1a/\n\rRevealedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe0\x01\n\x12SubscriptionHealth\x12\x0f\n\x07\x63ircuit\x18\x01 \x01(\t\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\r\x12\x31\n\rfailing_since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x63ircuit_opened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_probe_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x11SubscriptionStats\x12\x0f\n\x07pending\x18\x01 \x01(\x04\x12\x0e\n\x06leased\x18\x02 \x01(\x04\x12\x11\n\tsucceeded\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x04\x12\x35\n\x12oldest_pending_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\":\n\rRetrySchedule\x12)\n\x06\x64\x65lays\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\"\xac\x02\n\x19\x43reateSubscriptionRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eretry_schedule\x18\x05 \x01(\x0b\x32\x1a.eventbus.v1.RetrySchedule\x12\x12\n\nrate_limit\x18\x06 \x01(\x01\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\r\x12\x32\n\x0fmax_pending_age\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08ordering\x18\t \x01(\t\x12\x0e\n\x06paused\x18\n \x01(\x08\"$\n\x16GetSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x18ListSubscriptionsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x19ListSubscriptionsResponse\x12\x30\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x19.eventbus.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe9\x02\n\x19UpdateSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\x12\x13\n\x06\x66ilter\x18\x03 \x01(\tH\x00\x88\x01\x01\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0eretry_schedule\x18\x05 \x01(\x0b\x32\x1a.eventbus.v1.RetrySchedule\x12\x17\n\nrate_limit\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x07 \x01(\rH\x02\x88\x01\x01\x12\x32\n\x0fmax_pending_age\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\x08ordering\x18\t \x01(\tH\x03\x88\x01\x01\x42\t\n\x07_filterB\r\n\x0b_rate_limitB\x12\n\x10_max_concurrencyB\x0b\n\t_ordering\"\'\n\x19\x44\x65leteSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\"&\n\x18PauseSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x19ResumeSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x1fRotateSubscriptionSecretRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\"l\n\x1aRecoverSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0finclude_pending\x18\x03 \x01(\x08\"0\n\x1bRecoverSubscriptionResponse\x12\x11\n\trecovered\x18\x01 \x01(\x04\"e\n\rReplayRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x0eReplayResponse\x12\x10\n\x08upto_seq\x18\x01 \x01(\x04\"\xf8\x03\n\x0e\x44\x65liveryRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x11\n\tevent_seq\x18\x04 \x01(\x04\x12\r\n\x05state\x18\x05 \x01(\t\x12\x15\n\rattempt_count\x18\x06 \x01(\r\x12\x33\n\x0fnext_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x66irst_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65\x61\x64_reason\x18\x0c \x01(\t\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x14\n\x0cordering_key\x18\x0e \x01(\t\x12\x0e\n\x06manual\x18\x0f \x01(\x08\x12&\n\x08\x61ttempts\x18\x10 \x03(\x0b\x32\x14.eventbus.v1.Attempt\"\xfb\x02\n\x07\x41ttempt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\r\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bstatus_code\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0b\x65rror_class\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12-\n\x10response_headers\x18\x08 \x03(\x0b\x32\x13.eventbus.v1.Header\x12\x15\n\rresponse_body\x18\t \x01(\x0c\x12\x0f\n\x07outcome\x18\n \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05probe\x18\x0c \x01(\x08\x12\x0e\n\x06manual\x18\r \x01(\x08\x42\x0e\n\x0c_status_code\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xaf\x01\n\x15ListDeliveriesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x12\n\x08\x65vent_id\x18\x02 \x01(\tH\x00\x12*\n\tsource_id\x18\x03 \x01(\x0b\x32\x15.eventbus.v1.EventRefH\x00\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\tB\x07\n\x05\x65vent\"b\n\x16ListDeliveriesResponse\x12/\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1b.eventbus.v1.DeliveryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\x15ResendDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"z\n\x16\x45xplainDeliveryRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x12\n\x08\x65vent_id\x18\x02 \x01(\tH\x00\x12*\n\tsource_id\x18\x03 \x01(\x0b\x32\x15.eventbus.v1.EventRefH\x00\x42\x07\n\x05\x65vent\"\x89\x01\n\x0b\x45xplanation\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0f\n\x07verdict\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12-\n\x08\x64\x65livery\x18\x05 \x01(\x0b\x32\x1b.eventbus.v1.DeliveryRecord2\x85\x0c\n\x05\x41\x64min\x12M\n\nListGroups\x12\x1e.eventbus.v1.ListGroupsRequest\x1a\x1f.eventbus.v1.ListGroupsResponse\x12<\n\x08GetGroup\x12\x1c.eventbus.v1.GetGroupRequest\x1a\x12.eventbus.v1.Group\x12>\n\tSeekGroup\x12\x1d.eventbus.v1.SeekGroupRequest\x1a\x12.eventbus.v1.Group\x12P\n\x0b\x44\x65leteGroup\x12\x1f.eventbus.v1.DeleteGroupRequest\x1a .eventbus.v1.DeleteGroupResponse\x12W\n\x12\x43reateSubscription\x12&.eventbus.v1.CreateSubscriptionRequest\x1a\x19.eventbus.v1.Subscription\x12Q\n\x0fGetSubscription\x12#.eventbus.v1.GetSubscriptionRequest\x1a\x19.eventbus.v1.Subscription\x12\x62\n\x11ListSubscriptions\x12%.eventbus.v1.ListSubscriptionsRequest\x1a&.eventbus.v1.ListSubscriptionsResponse\x12W\n\x12UpdateSubscription\x12&.eventbus.v1.UpdateSubscriptionRequest\x1a\x19.eventbus.v1.Subscription\x12\x65\n\x12\x44\x65leteSubscription\x12&.eventbus.v1.DeleteSubscriptionRequest\x1a\'.eventbus.v1.DeleteSubscriptionResponse\x12U\n\x11PauseSubscription\x12%.eventbus.v1.PauseSubscriptionRequest\x1a\x19.eventbus.v1.Subscription\x12W\n\x12ResumeSubscription\x12&.eventbus.v1.ResumeSubscriptionRequest\x1a\x19.eventbus.v1.Subscription\x12\x63\n\x18RotateSubscriptionSecret\x12,.eventbus.v1.RotateSubscriptionSecretRequest\x1a\x19.eventbus.v1.Subscription\x12h\n\x13RecoverSubscription\x12\'.eventbus.v1.RecoverSubscriptionRequest\x1a(.eventbus.v1.RecoverSubscriptionResponse\x12\x41\n\x06Replay\x12\x1a.eventbus.v1.ReplayRequest\x1a\x1b.eventbus.v1.ReplayResponse\x12Y\n\x0eListDeliveries\x12\".eventbus.v1.ListDeliveriesRequest\x1a#.eventbus.v1.ListDeliveriesResponse\x12K\n\x0bGetDelivery\x12\x1f.eventbus.v1.GetDeliveryRequest\x1a\x1b.eventbus.v1.DeliveryRecord\x12Q\n\x0eResendDelivery\x12\".eventbus.v1.ResendDeliveryRequest\x1a\x1b.eventbus.v1.DeliveryRecord\x12P\n\x0f\x45xplainDelivery\x12#.eventbus.v1.ExplainDeliveryRequest\x1a\x18.eventbus.v1.Explanationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventbus.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GROUP']._serialized_start=106
-  _globals['_GROUP']._serialized_end=514
-  _globals['_LISTGROUPSREQUEST']._serialized_start=516
-  _globals['_LISTGROUPSREQUEST']._serialized_end=574
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=576
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=657
-  _globals['_GETGROUPREQUEST']._serialized_start=659
-  _globals['_GETGROUPREQUEST']._serialized_end=690
-  _globals['_SEEKGROUPREQUEST']._serialized_start=692
-  _globals['_SEEKGROUPREQUEST']._serialized_end=789
-  _globals['_DELETEGROUPREQUEST']._serialized_start=791
-  _globals['_DELETEGROUPREQUEST']._serialized_end=825
-  _globals['_DELETEGROUPRESPONSE']._serialized_start=827
-  _globals['_DELETEGROUPRESPONSE']._serialized_end=848
-  _globals['_ADMIN']._serialized_start=851
-  _globals['_ADMIN']._serialized_end=1145
+  _globals['_SUBSCRIPTION_REVEALEDENTRY']._loaded_options = None
+  _globals['_SUBSCRIPTION_REVEALEDENTRY']._serialized_options = b'8\001'
+  _globals['_GROUP']._serialized_start=164
+  _globals['_GROUP']._serialized_end=572
+  _globals['_LISTGROUPSREQUEST']._serialized_start=574
+  _globals['_LISTGROUPSREQUEST']._serialized_end=632
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=634
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=715
+  _globals['_GETGROUPREQUEST']._serialized_start=717
+  _globals['_GETGROUPREQUEST']._serialized_end=748
+  _globals['_SEEKGROUPREQUEST']._serialized_start=750
+  _globals['_SEEKGROUPREQUEST']._serialized_end=847
+  _globals['_DELETEGROUPREQUEST']._serialized_start=849
+  _globals['_DELETEGROUPREQUEST']._serialized_end=883
+  _globals['_DELETEGROUPRESPONSE']._serialized_start=885
+  _globals['_DELETEGROUPRESPONSE']._serialized_end=906
+  _globals['_SUBSCRIPTION']._serialized_start=909
+  _globals['_SUBSCRIPTION']._serialized_end=1528
+  _globals['_SUBSCRIPTION_REVEALEDENTRY']._serialized_start=1481
+  _globals['_SUBSCRIPTION_REVEALEDENTRY']._serialized_end=1528
+  _globals['_SUBSCRIPTIONHEALTH']._serialized_start=1531
+  _globals['_SUBSCRIPTIONHEALTH']._serialized_end=1755
+  _globals['_SUBSCRIPTIONSTATS']._serialized_start=1758
+  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1898
+  _globals['_RETRYSCHEDULE']._serialized_start=1900
+  _globals['_RETRYSCHEDULE']._serialized_end=1958
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=1961
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=2261
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=2263
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=2299
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=2301
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=2380
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=2382
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=2484
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_start=2487
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_end=2848
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=2850
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=2889
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=2891
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=2919
+  _globals['_PAUSESUBSCRIPTIONREQUEST']._serialized_start=2921
+  _globals['_PAUSESUBSCRIPTIONREQUEST']._serialized_end=2959
+  _globals['_RESUMESUBSCRIPTIONREQUEST']._serialized_start=2961
+  _globals['_RESUMESUBSCRIPTIONREQUEST']._serialized_end=3000
+  _globals['_ROTATESUBSCRIPTIONSECRETREQUEST']._serialized_start=3002
+  _globals['_ROTATESUBSCRIPTIONSECRETREQUEST']._serialized_end=3063
+  _globals['_RECOVERSUBSCRIPTIONREQUEST']._serialized_start=3065
+  _globals['_RECOVERSUBSCRIPTIONREQUEST']._serialized_end=3173
+  _globals['_RECOVERSUBSCRIPTIONRESPONSE']._serialized_start=3175
+  _globals['_RECOVERSUBSCRIPTIONRESPONSE']._serialized_end=3223
+  _globals['_REPLAYREQUEST']._serialized_start=3225
+  _globals['_REPLAYREQUEST']._serialized_end=3326
+  _globals['_REPLAYRESPONSE']._serialized_start=3328
+  _globals['_REPLAYRESPONSE']._serialized_end=3362
+  _globals['_DELIVERYRECORD']._serialized_start=3365
+  _globals['_DELIVERYRECORD']._serialized_end=3869
+  _globals['_ATTEMPT']._serialized_start=3872
+  _globals['_ATTEMPT']._serialized_end=4251
+  _globals['_HEADER']._serialized_start=4253
+  _globals['_HEADER']._serialized_end=4290
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=4293
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=4468
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=4470
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=4568
+  _globals['_GETDELIVERYREQUEST']._serialized_start=4570
+  _globals['_GETDELIVERYREQUEST']._serialized_end=4602
+  _globals['_RESENDDELIVERYREQUEST']._serialized_start=4604
+  _globals['_RESENDDELIVERYREQUEST']._serialized_end=4639
+  _globals['_EXPLAINDELIVERYREQUEST']._serialized_start=4641
+  _globals['_EXPLAINDELIVERYREQUEST']._serialized_end=4763
+  _globals['_EXPLANATION']._serialized_start=4766
+  _globals['_EXPLANATION']._serialized_end=4903
+  _globals['_ADMIN']._serialized_start=4906
+  _globals['_ADMIN']._serialized_end=6447
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,76 @@ class AdminStub:
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteGroupRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteGroupResponse.FromString,
                 _registered_method=True)
+        self.CreateSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/CreateSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.CreateSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.GetSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/GetSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.GetSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/eventbus.v1.Admin/ListSubscriptions',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/UpdateSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.UpdateSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.DeleteSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/DeleteSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.PauseSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/PauseSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.PauseSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/ResumeSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.RotateSubscriptionSecret = channel.unary_unary(
+                '/eventbus.v1.Admin/RotateSubscriptionSecret',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.RotateSubscriptionSecretRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.RecoverSubscription = channel.unary_unary(
+                '/eventbus.v1.Admin/RecoverSubscription',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.RecoverSubscriptionRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.RecoverSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.Replay = channel.unary_unary(
+                '/eventbus.v1.Admin/Replay',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ReplayRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ReplayResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/eventbus.v1.Admin/ListDeliveries',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetDelivery = channel.unary_unary(
+                '/eventbus.v1.Admin/GetDelivery',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.GetDeliveryRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.FromString,
+                _registered_method=True)
+        self.ResendDelivery = channel.unary_unary(
+                '/eventbus.v1.Admin/ResendDelivery',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ResendDeliveryRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.FromString,
+                _registered_method=True)
+        self.ExplainDelivery = channel.unary_unary(
+                '/eventbus.v1.Admin/ExplainDelivery',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ExplainDeliveryRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Explanation.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -84,6 +154,101 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSubscription(self, request, context):
+        """Subscriptions of the push kinds (`webhook` endpoints, plugin destinations); consumer groups are the `Group`
+        calls above. Create, update with a secret and rotate fill `Subscription.revealed` (shown once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSubscription(self, request, context):
+        """Changes only the fields given; `options` are merged into the current ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSubscription(self, request, context):
+        """New deliveries are created and held until it is resumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """Active again, from paused or disabled (enable); held deliveries are released at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateSubscriptionSecret(self, request, context):
+        """A new signing secret (given or generated); the previous one keeps signing for 24 h.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverSubscription(self, request, context):
+        """Re-queues dead deliveries created since a moment (and pending ones if asked), at most 100 000 per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Replay(self, request, context):
+        """Backfill: deliveries for the stored events since a moment that match the patterns (default: its own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDelivery(self, request, context):
+        """One delivery with every attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResendDelivery(self, request, context):
+        """A new attempt now, outside the retry schedule (the same webhook-id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainDelivery(self, request, context):
+        """Why an event was, or was not (yet), delivered to a subscription.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +271,76 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DeleteGroup,
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteGroupRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteGroupResponse.SerializeToString,
+            ),
+            'CreateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.CreateSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Subscription.SerializeToString,
+            ),
+            'GetSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.GetSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Subscription.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'UpdateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.UpdateSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Subscription.SerializeToString,
+            ),
+            'DeleteSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteSubscriptionResponse.SerializeToString,
+            ),
+            'PauseSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.PauseSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Subscription.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ResumeSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Subscription.SerializeToString,
+            ),
+            'RotateSubscriptionSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSubscriptionSecret,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.RotateSubscriptionSecretRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Subscription.SerializeToString,
+            ),
+            'RecoverSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverSubscription,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.RecoverSubscriptionRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.RecoverSubscriptionResponse.SerializeToString,
+            ),
+            'Replay': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replay,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ReplayRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ReplayResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'GetDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDelivery,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.GetDeliveryRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.SerializeToString,
+            ),
+            'ResendDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendDelivery,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ResendDeliveryRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.SerializeToString,
+            ),
+            'ExplainDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainDelivery,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ExplainDeliveryRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Explanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +451,384 @@ class Admin:
             '/eventbus.v1.Admin/DeleteGroup',
             eventbus_dot_v1_dot_admin__pb2.DeleteGroupRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__pb2.DeleteGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/CreateSubscription',
+            eventbus_dot_v1_dot_admin__pb2.CreateSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/GetSubscription',
+            eventbus_dot_v1_dot_admin__pb2.GetSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ListSubscriptions',
+            eventbus_dot_v1_dot_admin__pb2.ListSubscriptionsRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/UpdateSubscription',
+            eventbus_dot_v1_dot_admin__pb2.UpdateSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/DeleteSubscription',
+            eventbus_dot_v1_dot_admin__pb2.DeleteSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.DeleteSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/PauseSubscription',
+            eventbus_dot_v1_dot_admin__pb2.PauseSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ResumeSubscription',
+            eventbus_dot_v1_dot_admin__pb2.ResumeSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSubscriptionSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/RotateSubscriptionSecret',
+            eventbus_dot_v1_dot_admin__pb2.RotateSubscriptionSecretRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/RecoverSubscription',
+            eventbus_dot_v1_dot_admin__pb2.RecoverSubscriptionRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.RecoverSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/Replay',
+            eventbus_dot_v1_dot_admin__pb2.ReplayRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ReplayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ListDeliveries',
+            eventbus_dot_v1_dot_admin__pb2.ListDeliveriesRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/GetDelivery',
+            eventbus_dot_v1_dot_admin__pb2.GetDeliveryRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ResendDelivery',
+            eventbus_dot_v1_dot_admin__pb2.ResendDeliveryRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ExplainDelivery',
+            eventbus_dot_v1_dot_admin__pb2.ExplainDeliveryRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Explanation.FromString,
             options,
             channel_credentials,
             insecure,
