@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -51,6 +52,17 @@ class ManualClock:
     async def sleep_until(self, moment: datetime) -> None:
         while self._now < moment:
             await self._changed.wait()
+
+
+async def first_of(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of these completes (e.g. a wake-up or a clock's sleep), then cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def to_micros(moment: datetime) -> int:

@@ -18,6 +18,7 @@ from eventbus.bus.health import system_events
 from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
 from eventbus.bus.retry import next_retry_at
 from eventbus.bus.service import Bus
+from eventbus.clock import first_of
 from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
 from eventbus.store.records import AttemptResult, HealthPolicy
 
@@ -115,7 +116,7 @@ class Dispatcher:
                         wake_at = min(wake_at, due_at)
             except Exception as exc:  # the store is down: keep trying, every poll
                 log.warning("dispatch_poll_failed", error=str(exc))
-            await _first_of(self._wake.wait(), self.bus.clock.sleep_until(wake_at))
+            await first_of(self._wake.wait(), self.bus.clock.sleep_until(wake_at))
 
     def _ensure_pump(self, subscription_id: str) -> None:
         if subscription_id in self._pumps:
@@ -135,6 +136,14 @@ class Dispatcher:
             self._wake.set()
 
     async def _pump(self, subscription_id: str) -> None:
+        try:
+            await self._lease_and_send(subscription_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store failed: the loop starts a new pump on its next round
+            log.warning("dispatch_pump_failed", subscription_id=subscription_id, error=str(exc))
+
+    async def _lease_and_send(self, subscription_id: str) -> None:
         """Lease and start sends for one subscription while it has due deliveries and room for them."""
         store, clock = self.bus.store, self.bus.clock
         while True:
@@ -256,7 +265,8 @@ class Dispatcher:
         if result.verdict is SendVerdict.SUCCESS:
             settle, healthy = base, True
         elif result.verdict is SendVerdict.GONE:
-            settle = Settle(base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.GONE, error="410")
+            gone = result.error or "HTTP 410"  # "last error" reads like every other failure's
+            settle = Settle(base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.GONE, error=gone)
             disable_reason = "the destination answered 410 Gone"
         elif result.verdict is SendVerdict.REJECT:
             settle = Settle(
@@ -300,13 +310,3 @@ class Dispatcher:
             manual=delivery.manual,
             disable_reason=disable_reason,
         )
-
-
-async def _first_of(*awaitables: object) -> None:
-    tasks = [asyncio.ensure_future(a) for a in awaitables]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

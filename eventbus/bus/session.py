@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from eventbus.bus.retry import next_retry_at
+from eventbus.clock import first_of
 from eventbus.errors import NotFoundError
 from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
 
@@ -152,7 +153,7 @@ class GroupSession:
             if wake_at <= now:
                 await asyncio.sleep(0)
                 continue
-            await _first_of(self._wake.wait(), clock.sleep_until(wake_at))
+            await first_of(self._wake.wait(), clock.sleep_until(wake_at))
 
     async def settle(self, acks: Sequence[AckRequest]) -> list[AckOutcome]:
         """Apply a batch of acks; each outcome says whether it took and, if not, why."""
@@ -266,13 +267,3 @@ class GroupSession:
             log.warning("group_leave_failed", subscription_id=subscription_id, error=str(exc))
         self._in_flight.clear()
         bus.sessions.discard(self)
-
-
-async def _first_of(*awaitables: object) -> None:
-    tasks = [asyncio.ensure_future(a) for a in awaitables]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
