@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -144,40 +145,55 @@ class Dispatcher:
             log.warning("dispatch_pump_failed", subscription_id=subscription_id, error=str(exc))
 
     async def _lease_and_send(self, subscription_id: str) -> None:
-        """Lease and start sends for one subscription while it has due deliveries and room for them."""
+        """Send one subscription's due deliveries while it has them, within its limits.
+
+        Leases run up to one concurrency's worth ahead of the sends, so a slot that frees starts the next send at
+        once instead of waiting for a lease to commit; what is still queued when the pump stops is given back.
+        """
         store, clock = self.bus.store, self.bus.clock
-        while True:
-            subscription = await store.get_subscription(subscription_id)
-            kind = self.kinds.find(subscription.kind) if subscription is not None else None
-            if subscription is None or kind is None or subscription.state != "active":
-                return
-            now = clock.now()
-            room = (subscription.max_concurrency or kind.default_max_concurrency) - self.in_flight(subscription_id)
-            room = min(room, self.settings.max_in_flight - self._total_in_flight, self.settings.lease_batch)
-            if room <= 0:
+        queue: deque[LeasedDelivery] = deque()
+        exhausted = False
+        try:
+            while True:
+                subscription = await store.get_subscription(subscription_id)
+                kind = self.kinds.find(subscription.kind) if subscription is not None else None
+                if subscription is None or kind is None or subscription.state != "active":
+                    return
+                limit = subscription.max_concurrency or kind.default_max_concurrency
+                while queue and self.in_flight(subscription_id) < limit and self._has_room():
+                    self._start_send(subscription, kind, queue.popleft())
+                if exhausted and not queue:
+                    return
+                want = min(2 * limit - self.in_flight(subscription_id) - len(queue), self.settings.lease_batch)
+                if not exhausted and want > 0:
+                    now = clock.now()
+                    bucket = self._bucket(subscription, now)
+                    if bucket is not None:
+                        want = min(want, bucket.available(now))
+                        if want <= 0 and not queue:
+                            await clock.sleep_until(bucket.next_token_at(now))
+                            continue
+                    if want > 0:
+                        leased = await store.lease_deliveries(
+                            subscription_id,
+                            limit=want,
+                            lease_for=kind.attempt_timeout(subscription) + self.settings.lease_margin,
+                            now=now,
+                            system_events=system_events,
+                        )
+                        if bucket is not None:
+                            bucket.take(len(leased))
+                        queue.extend(leased)
+                        exhausted = len(leased) < want
+                        continue
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
-                continue
-            bucket = self._bucket(subscription, now)
-            if bucket is not None:
-                tokens = bucket.available(now)
-                if tokens <= 0:
-                    await clock.sleep_until(bucket.next_token_at(now))
-                    continue
-                room = min(room, tokens)
-            leased = await store.lease_deliveries(
-                subscription_id,
-                limit=room,
-                lease_for=kind.attempt_timeout(subscription) + self.settings.lease_margin,
-                now=now,
-                system_events=system_events,
-            )
-            if bucket is not None:
-                bucket.take(len(leased))
-            for delivery in leased:
-                self._start_send(subscription, kind, delivery)
-            if len(leased) < room:
-                return
+        finally:
+            if queue:
+                await asyncio.shield(self._release(*queue, unsent=True))
+
+    def _has_room(self) -> bool:
+        return self._total_in_flight < self.settings.max_in_flight
 
     def _bucket(self, subscription: Subscription, now: datetime) -> TokenBucket | None:
         if not subscription.rate_limit:
@@ -193,15 +209,19 @@ class Dispatcher:
         self._total_in_flight += 1
         task = asyncio.create_task(self._send(subscription, kind, delivery))
         self._sends.add(task)
-        task.add_done_callback(lambda t: self._send_done(t, subscription.id))
+        task.add_done_callback(self._send_done)
 
-    def _send_done(self, task: asyncio.Task[None], subscription_id: str) -> None:
-        self._sends.discard(task)
+    def _free_slot(self, subscription_id: str) -> None:
+        """The destination is done with this request: its concurrency slot is free (recording comes after)."""
         remaining = self.in_flight(subscription_id) - 1
         if remaining > 0:
             self._in_flight[subscription_id] = remaining
         else:
             self._in_flight.pop(subscription_id, None)
+        self._slot_freed.set()
+
+    def _send_done(self, task: asyncio.Task[None]) -> None:
+        self._sends.discard(task)
         self._total_in_flight -= 1
         self._slot_freed.set()
 
@@ -212,11 +232,13 @@ class Dispatcher:
         try:
             result = await kind.send(subscription, delivery, now=started_at)
         except asyncio.CancelledError:
+            self._free_slot(subscription.id)
             await asyncio.shield(self._release(delivery))
             raise
         except Exception as exc:  # a kind that raises is contained: the delivery is retried, the failure logged
             log.exception("delivery_send_crashed", subscription_id=subscription.id, delivery_id=delivery.delivery_id)
             result = SendResult(SendVerdict.RETRY, error_class="internal", error=f"{type(exc).__name__}: {exc}")
+        self._free_slot(subscription.id)
         duration = timedelta(seconds=time.monotonic() - started)
         now = clock.now()
         attempt = self._decide(subscription, delivery, result, started_at, duration, now)
@@ -241,13 +263,13 @@ class Dispatcher:
             probe=delivery.probe or None,
         )
 
-    async def _release(self, delivery: LeasedDelivery) -> None:
+    async def _release(self, *deliveries: LeasedDelivery, unsent: bool = False) -> None:
         try:
             await self.bus.store.release_leases(
-                [(delivery.delivery_id, delivery.lease_token)], now=self.bus.clock.now()
+                [(d.delivery_id, d.lease_token) for d in deliveries], now=self.bus.clock.now(), unsent=unsent
             )
-        except Exception as exc:  # the lease runs out by itself
-            log.warning("delivery_release_failed", delivery_id=delivery.delivery_id, error=str(exc))
+        except Exception as exc:  # the leases run out by themselves
+            log.warning("delivery_release_failed", deliveries=len(deliveries), error=str(exc))
 
     def _decide(
         self,

@@ -97,7 +97,7 @@ class GroupSession:
         """Give these leases back at once (leased but never sent to the consumer)."""
         leases = [(i, self._in_flight.pop(i).lease_token) for i in delivery_ids if i in self._in_flight]
         if leases:
-            await self.bus.store.release_leases(leases, now=self.bus.clock.now())
+            await self.bus.store.release_leases(leases, now=self.bus.clock.now(), unsent=True)
 
     def _expire_in_flight(self, now: datetime) -> None:
         for delivery_id, leased in list(self._in_flight.items()):

@@ -381,8 +381,11 @@ class Store(Protocol):
 
     async def extend_leases(self, leases: Sequence[tuple[str, int]], *, until: datetime) -> list[bool]: ...
 
-    async def release_leases(self, leases: Sequence[tuple[str, int]], *, now: datetime) -> int:
-        """Give leases back (shutdown, stream gone): the deliveries are due again at once."""
+    async def release_leases(self, leases: Sequence[tuple[str, int]], *, now: datetime, unsent: bool = False) -> int:
+        """Give leases back (shutdown, stream gone): the deliveries are due again at once.
+
+        `unsent`: they never left this process, so the attempt their lease counted is taken back.
+        """
         ...
 
     async def next_due_at(self, subscription_id: str) -> datetime | None: ...

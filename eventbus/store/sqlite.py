@@ -450,10 +450,12 @@ class SQLiteStore:
 
         return await self._write(extend)
 
-    async def release_leases(self, leases: Sequence[tuple[str, int]], *, now: datetime) -> int:
+    async def release_leases(self, leases: Sequence[tuple[str, int]], *, now: datetime, unsent: bool = False) -> int:
         if not leases:
             return 0
-        released, touched = await self._write(lambda conn: deliveries.release_leases(conn, leases, now=now))
+        released, touched = await self._write(
+            lambda conn: deliveries.release_leases(conn, leases, now=now, unsent=unsent)
+        )
         self.wakeups.notify(touched)
         return released
 

@@ -141,15 +141,16 @@ def settle_deliveries(
 
 
 def release_leases(
-    conn: sqlite3.Connection, leases: Sequence[tuple[str, int]], *, now: datetime
+    conn: sqlite3.Connection, leases: Sequence[tuple[str, int]], *, now: datetime, unsent: bool = False
 ) -> tuple[int, set[str]]:
     stamp = to_micros(now)
     released, touched = 0, set()
     for delivery_id, token in leases:
         row = conn.execute(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_token = NULL "
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_token = NULL, "
+            "attempts = attempts - ? "
             "WHERE delivery_id = ? AND state = 'leased' AND lease_token = ? RETURNING subscription_id",
-            (stamp, delivery_id, token),
+            (stamp, int(unsent), delivery_id, token),
         ).fetchone()
         if row is not None:
             released += 1

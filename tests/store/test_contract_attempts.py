@@ -280,3 +280,13 @@ async def test_retention_prunes_attempts(store: Store, clock: ManualClock) -> No
     while await store.prune(older_than=clock.now() - timedelta(days=7), limit=100):
         pass
     assert await store.list_attempts(delivery.delivery_id) == []
+
+
+async def test_a_lease_given_back_unsent_does_not_count_as_an_attempt(store: Store, clock: ManualClock) -> None:
+    subscription = await subscribe(store, clock, endpoint_spec())
+    await append(store, clock, order("a"), order("b"))
+    first, second = await lease(store, clock, subscription.id, limit=2)
+    await store.release_leases([(first.delivery_id, first.lease_token)], now=clock.now(), unsent=True)
+    await store.release_leases([(second.delivery_id, second.lease_token)], now=clock.now())
+    attempts = {d.delivery_id: d.attempts for d in await store.list_deliveries(DeliveryQuery())}
+    assert (attempts[first.delivery_id], attempts[second.delivery_id]) == (0, 1)
