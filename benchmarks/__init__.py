@@ -11,15 +11,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from benchmarks.harness import BenchContext, RunFigures
 
 # Modules whose import registers scenarios, in the order `python -m benchmarks` runs them.
-SCENARIO_MODULES: tuple[str, ...] = ("benchmarks.publish",)
+SCENARIO_MODULES: tuple[str, ...] = ("benchmarks.publish", "benchmarks.delivery")
 
 ScenarioRun = Callable[["BenchContext", int], "RunFigures"]
+ScenarioNotes = Callable[[dict[str, Any]], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +32,21 @@ class Scenario:
     baseline: str  # what the bare baseline does
     config: dict[str, object]  # the knobs, written to the results file
     run: ScenarioRun
+    notes: ScenarioNotes | None = None  # lines printed under the table, from the scenario's report
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, *, summary: str, baseline: str, config: dict[str, object]
+    name: str, *, summary: str, baseline: str, config: dict[str, object], notes: ScenarioNotes | None = None
 ) -> Callable[[ScenarioRun], ScenarioRun]:
     """Register `run` as the scenario `name`."""
 
     def register(run: ScenarioRun) -> ScenarioRun:
         if name in SCENARIOS:
             raise ValueError(f"benchmark scenario {name!r} is registered twice")
-        SCENARIOS[name] = Scenario(name=name, summary=summary, baseline=baseline, config=config, run=run)
+        SCENARIOS[name] = Scenario(name=name, summary=summary, baseline=baseline, config=config, run=run, notes=notes)
         return run
 
     return register

@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\nmedians of {runs} runs; ratio = eventbus calls/s ÷ baseline calls/s; CPU = % of one core "
         f"(server process, all load processes); {pinning.note}"
     )
+    for outcome in outcomes:
+        notes = scenarios[outcome.name].notes
+        if notes is not None and outcome.report.get("medians"):
+            print("\n".join(notes(outcome.report)))
     failed = [o.name for o in outcomes if not o.ok]
     if failed:
         stderr(f"benchmarks failed: {', '.join(failed)} (see benchmarks/results/<scenario>.json)")

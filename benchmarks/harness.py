@@ -332,6 +332,7 @@ class RunFigures:
     server: Figures
     baseline: Figures
     checks: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific figures; numbers get a median
 
     @property
     def ratio(self) -> float:
@@ -359,6 +360,12 @@ class BenchContext:
 def _median(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return statistics.median(finite) if finite else math.nan
+
+
+def _median_extra(extras: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The median of each numeric scenario-specific figure, over the runs that have it."""
+    names = {n for e in extras for n, v in e.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {n: round(_median([float(e[n]) for e in extras if n in e]), 3) for n in sorted(names)}
 
 
 def median_figures(all_figures: Sequence[Figures]) -> dict[str, float]:
@@ -443,6 +450,7 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
                     "baseline": asdict(figures.baseline),
                     "ratio": round(figures.ratio, 3),
                     "checks": figures.checks,
+                    **({"extra": figures.extra} if figures.extra else {}),
                 }
             )
             print(f"  {name} run {run}/{runs}: {_run_line(figures)}", flush=True)
@@ -459,6 +467,9 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
         report["medians"] = {"server": server, "baseline": baseline}
         report["ratio"] = round(server["calls_per_s"] / baseline["calls_per_s"], 3) if baseline["calls_per_s"] else None
         report["ratio_definition"] = "median server calls/s ÷ median baseline calls/s, same runs"
+        extra = _median_extra([r.extra for r in all_runs])
+        if extra:
+            report["extra"] = extra
         # Load generators near 100 % of their cores measure themselves as much as the target: a lower bound.
         limit = 90.0 * max(1, len(pinning.client_cpus) if pinning.pinned else len(pinning.allowed) - 1)
         report["load_bound"] = [
