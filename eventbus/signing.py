@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets as _secrets
@@ -102,7 +103,13 @@ def parse_secret(text: str, field: str = "secret") -> bytes:
 
 
 def _secret_key(secret: str | bytes) -> bytes:
-    return secret if isinstance(secret, bytes) else parse_secret(secret)
+    return secret if isinstance(secret, bytes) else _parsed_secret(secret)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_secret(secret: str) -> bytes:
+    """Senders sign with the same few secrets all day: decode each once (errors are not cached)."""
+    return parse_secret(secret)
 
 
 def sign_v1(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:

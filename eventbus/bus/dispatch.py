@@ -10,8 +10,10 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -29,6 +31,7 @@ log = structlog.get_logger("eventbus.dispatch")
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     lease_batch: int = 64  # most deliveries leased per store call
+    lease_ahead: int = 4  # a subscription holds up to this many times its max concurrency leased (queued + sent)
     max_in_flight: int = 1024  # sends at once in this process, every subscription together
     lease_margin: timedelta = timedelta(seconds=30)  # a lease outlives the attempt timeout by this much
     poll_every: timedelta = timedelta(seconds=1)  # wake-ups are hints; polling is the truth
@@ -64,6 +67,13 @@ class TokenBucket:
         return now + timedelta(seconds=missing / self.rate)
 
 
+@dataclass(slots=True)
+class _Sender:
+    subscription: Subscription
+    kind: DeliveryKind
+    queue: deque[LeasedDelivery]
+
+
 class Dispatcher:
     """Sends the deliveries of every subscription whose kind is registered in `kinds`."""
 
@@ -72,6 +82,7 @@ class Dispatcher:
         self.kinds = kinds
         self.settings = settings or DispatchSettings()
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._senders: dict[str, _Sender] = {}  # what a running pump has queued, and the settings to send with
         self._recheck: set[str] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
@@ -147,25 +158,43 @@ class Dispatcher:
     async def _lease_and_send(self, subscription_id: str) -> None:
         """Send one subscription's due deliveries while it has them, within its limits.
 
-        Leases run up to one concurrency's worth ahead of the sends, so a slot that frees starts the next send at
-        once instead of waiting for a lease to commit; what is still queued when the pump stops is given back.
+        Leases run ahead of the sends into the subscription's queue (up to `lease_ahead - 1` times its
+        concurrency, a batch per store call); a slot that frees takes the next queued delivery at once, without
+        waiting for this pump. What is still queued when the pump stops is given back, uncounted.
         """
         store, clock = self.bus.store, self.bus.clock
+        loop = asyncio.get_running_loop()
         queue: deque[LeasedDelivery] = deque()
         exhausted = False
+        # The subscription is read again when the store says it changed (state, settings, circuit, new
+        # deliveries) or a second has passed, not once per send.
+        changed = store.wakeups.register(subscription_id)
+        subscription: Subscription | None = None
+        read_at = 0.0
         try:
             while True:
-                subscription = await store.get_subscription(subscription_id)
+                if subscription is None or changed.is_set() or loop.time() - read_at > 1.0:
+                    changed.clear()
+                    read_at = loop.time()
+                    subscription = await store.get_subscription(subscription_id)
+                    if subscription is not None and subscription.health.circuit == "open" and queue:
+                        # Held from now on: what was leased ahead goes back without using an attempt.
+                        await self._release(*queue, unsent=True)
+                        queue.clear()
                 kind = self.kinds.find(subscription.kind) if subscription is not None else None
                 if subscription is None or kind is None or subscription.state != "active":
+                    self._senders.pop(subscription_id, None)
                     return
-                limit = subscription.max_concurrency or kind.default_max_concurrency
-                while queue and self.in_flight(subscription_id) < limit and self._has_room():
-                    self._start_send(subscription, kind, queue.popleft())
+                self._senders[subscription_id] = _Sender(subscription, kind, queue)
+                self._fill_slots(subscription_id)
                 if exhausted and not queue:
                     return
-                want = min(2 * limit - self.in_flight(subscription_id) - len(queue), self.settings.lease_batch)
-                if not exhausted and want > 0:
+                limit = subscription.max_concurrency or kind.default_max_concurrency
+                # Queue up to (lease_ahead - 1) × the concurrency: each lease then brings a large batch, and a queued
+                # delivery waits at most that many attempt timeouts, within its lease.
+                want = min(limit * (self.settings.lease_ahead - 1) - len(queue), self.settings.lease_batch)
+                # Lease in batches: when the queue has room for a concurrency's worth, or is empty.
+                if not exhausted and want > 0 and (want >= limit or not queue):
                     now = clock.now()
                     bucket = self._bucket(subscription, now)
                     if bucket is not None:
@@ -177,7 +206,9 @@ class Dispatcher:
                         leased = await store.lease_deliveries(
                             subscription_id,
                             limit=want,
-                            lease_for=kind.attempt_timeout(subscription) + self.settings.lease_margin,
+                            # Long enough for every queued delivery to wait its turn and still be sent.
+                            lease_for=kind.attempt_timeout(subscription) * self.settings.lease_ahead
+                            + self.settings.lease_margin,
                             now=now,
                             system_events=system_events,
                         )
@@ -189,8 +220,30 @@ class Dispatcher:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
         finally:
+            sender = self._senders.get(subscription_id)
+            if sender is not None and sender.queue is queue:
+                del self._senders[subscription_id]
+            store.wakeups.unregister(subscription_id, changed)
             if queue:
                 await asyncio.shield(self._release(*queue, unsent=True))
+
+    def _fill_slots(self, subscription_id: str) -> None:
+        """Start queued deliveries of this subscription while it has free slots (called when one frees)."""
+        sender = self._senders.get(subscription_id)
+        if sender is None:
+            return
+        limit = sender.subscription.max_concurrency or sender.kind.default_max_concurrency
+        timeout = sender.kind.attempt_timeout(sender.subscription)
+        now = self.bus.clock.now()
+        stale: list[LeasedDelivery] = []
+        while sender.queue and self.in_flight(subscription_id) < limit and self._has_room():
+            delivery = sender.queue.popleft()
+            if delivery.lease_expires_at - now < timeout + self.settings.lease_margin / 2:
+                stale.append(delivery)  # queued too long (a slow destination): sending could outlive the lease
+                continue
+            self._start_send(sender.subscription, sender.kind, delivery)
+        if stale:
+            self._spawn(self._release(*stale, unsent=True))
 
     def _has_room(self) -> bool:
         return self._total_in_flight < self.settings.max_in_flight
@@ -212,13 +265,20 @@ class Dispatcher:
         task.add_done_callback(self._send_done)
 
     def _free_slot(self, subscription_id: str) -> None:
-        """The destination is done with this request: its concurrency slot is free (recording comes after)."""
+        """The destination is done with this request: its slot takes the next queued delivery (recording the
+        attempt comes after, off the slot)."""
         remaining = self.in_flight(subscription_id) - 1
         if remaining > 0:
             self._in_flight[subscription_id] = remaining
         else:
             self._in_flight.pop(subscription_id, None)
+        self._fill_slots(subscription_id)
         self._slot_freed.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     def _send_done(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)

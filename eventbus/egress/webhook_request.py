@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from eventbus import __version__
 from eventbus.cejson import event_to_json
-from eventbus.model import StoredEvent, format_rfc3339
+from eventbus.model import DataKind, StoredEvent, format_rfc3339
 from eventbus.signing import signature_header
 
 USER_AGENT = f"eventbus/{__version__}"
@@ -35,6 +35,10 @@ class WebhookRequest:
 def _standard_body(stored: StoredEvent) -> bytes:
     event = stored.event
     moment = event.time or stored.received_at
+    if event.data is not None and event.data_kind is DataKind.JSON:
+        # Data that arrived as JSON is stored as valid, compact JSON: spliced in as it is, not parsed and dumped.
+        head = json.dumps({"type": event.type, "timestamp": format_rfc3339(moment)}, separators=(",", ":"))
+        return head[:-1].encode() + b',"data":' + event.data + b"}"
     payload: dict[str, object] = {"type": event.type, "timestamp": format_rfc3339(moment)}
     if event.data is None:
         payload["data"] = None

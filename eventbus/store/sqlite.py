@@ -273,9 +273,12 @@ class SQLiteStore:
     async def delete_subscription(
         self, subscription_id: str, *, now: datetime, idle_before: datetime | None = None
     ) -> bool:
-        return await self._write(
+        deleted = await self._write(
             lambda conn: subs.delete_subscription(conn, self._cache, subscription_id, now=now, idle_before=idle_before)
         )
+        if deleted:
+            self.wakeups.notify([subscription_id])
+        return deleted
 
     async def purge_deleted(self, *, limit: int) -> int:
         return await self._write(lambda conn: subs.purge_deleted(conn, limit=limit))

@@ -138,8 +138,8 @@ def record_attempt(
     touched |= append_system_events(conn, cache, changes, system_events, now=now)
     if any(c.kind in (HealthChangeKind.CIRCUIT_CLOSED, HealthChangeKind.DISABLED) for c in changes):
         cache.invalidate()
-    if any(c.kind is HealthChangeKind.CIRCUIT_CLOSED for c in changes):
-        touched.add(subscription_id)
+    if any(c.kind is not HealthChangeKind.DELIVERY_DEAD for c in changes):
+        touched.add(subscription_id)  # its state or circuit changed: whoever sends for it must look again
     return True, changes, touched
 
 

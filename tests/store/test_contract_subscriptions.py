@@ -346,6 +346,8 @@ async def test_delete_stops_fan_out_and_leases_at_once(store: Store, clock: Manu
     assert await store.get_subscription(subscription.id) is None
     assert await store.find_subscription("grpc", "billing") is None
     assert await store.list_subscriptions("grpc", after_id="", limit=10) == []
+    assert waiter.is_set()  # whoever serves it is told to look again (and finds it gone)
+    waiter.clear()
     await append(store, clock, order("o-3"))
     assert not waiter.is_set()  # no fan-out to a deleted subscription
     assert await lease(store, clock, subscription.id) == []
