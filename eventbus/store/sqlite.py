@@ -354,13 +354,10 @@ class SQLiteStore:
         marks = ", ".join("?" * len(kinds))
         sql = (
             "SELECT id, due, circuit, next_probe_at FROM (SELECT s.id, s.circuit, s.next_probe_at, "
-            # The first delivery that could be leased: held-back ones (an earlier one of the same subject is
-            # still pending) would make an ordered subscription look due while it waits for a retry.
-            "(SELECT d.next_attempt_at FROM deliveries d WHERE d.subscription_id = s.id "
-            "AND d.state IN ('pending', 'leased') AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM "
-            "deliveries h WHERE h.subscription_id = d.subscription_id AND h.ordering_key = d.ordering_key "
-            "AND h.state IN ('pending', 'leased') AND h.event_seq < d.event_seq)) "
-            "ORDER BY d.next_attempt_at LIMIT 1) AS due "
+            # Blocked deliveries (behind an open one of their subject) are not due: they would make an ordered
+            # subscription look due while it waits for a retry.
+            "(SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.subscription_id = s.id "
+            "AND d.state IN ('pending', 'leased') AND d.blocked = 0) AS due "
             f"FROM subscriptions s WHERE s.kind IN ({marks}) AND s.state = 'active') WHERE due IS NOT NULL"
         )
         rows = await self._read(lambda c: c.execute(sql, tuple(kinds)).fetchall())
@@ -463,7 +460,10 @@ class SQLiteStore:
         return released
 
     async def next_due_at(self, subscription_id: str) -> datetime | None:
-        sql = "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscription_id = ? AND state IN ('pending', 'leased')"
+        sql = (
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscription_id = ? AND state IN ('pending', 'leased') "
+            "AND blocked = 0"
+        )
         row = await self._read(lambda c: c.execute(sql, (subscription_id,)).fetchone())
         return from_micros(row[0]) if row and row[0] is not None else None
 

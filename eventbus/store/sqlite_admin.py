@@ -9,10 +9,10 @@ from typing import Any
 
 from eventbus.clock import from_micros, to_micros
 from eventbus.errors import FailedPreconditionError, NotFoundError
-from eventbus.store.base import SubscriptionState
+from eventbus.store.base import Ordering, SubscriptionState
 from eventbus.store.records import DeliveryQuery, DeliveryRecord, HealthChange, HealthChangeKind
 from eventbus.store.rows import schedule_to_text
-from eventbus.store.sqlite_fanout import SubscriptionCache
+from eventbus.store.sqlite_fanout import SubscriptionCache, recompute_blocked
 
 DELIVERY_COLUMNS = (
     "d.delivery_id, d.subscription_id, e.event_id, d.event_seq, d.state, d.attempts, d.next_attempt_at, "
@@ -155,10 +155,12 @@ def resend(conn: sqlite3.Connection, delivery_id: str, now: datetime) -> Deliver
     stamp = to_micros(now)
     manual = 1 if found.state in ("dead", "succeeded") else 0
     conn.execute(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, queued_at = ?, manual = ?, finished_at = NULL "
-        "WHERE delivery_id = ?",
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, queued_at = ?, manual = ?, finished_at = NULL, "
+        "dead_reason = NULL WHERE delivery_id = ?",
         (stamp, stamp, manual, delivery_id),
     )
+    if found.ordering_key is not None:
+        recompute_blocked(conn, found.subscription_id)
     record = get_delivery(conn, delivery_id)
     assert record is not None
     return record
@@ -190,6 +192,12 @@ def recover(
         "finished_at = NULL, dead_reason = NULL WHERE rowid = ?",
         [(stamp, stamp, row[0]) for row in rows],
     )
+    if (
+        rows
+        and conn.execute("SELECT ordering FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone()[0]
+        == Ordering.SUBJECT
+    ):
+        recompute_blocked(conn, subscription_id)
     return [(row[1], row[2]) for row in rows]
 
 

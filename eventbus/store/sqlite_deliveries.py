@@ -12,6 +12,7 @@ from typing import Any
 from eventbus.clock import from_micros, to_micros
 from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, SubscriptionStats
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
+from eventbus.store.sqlite_fanout import promote_next
 
 
 def lease_deliveries(
@@ -35,30 +36,30 @@ def lease_deliveries(
     oldest_allowed = stamp - policy[1]
     probe = policy[2] == "open"
     # An open circuit holds every due delivery without using its attempts; one probe at a time tests the
-    # destination, and its lease holds the probe slot until it is settled or runs out.
+    # destination, and its lease holds the probe slot until it is settled or runs out. A resend is an operator
+    # asking for an attempt now: it goes through an open circuit (without being the probe).
+    gate = ""
+    lease_at_most = limit
     if probe and policy[3] is not None and policy[3] > stamp:
-        return [], []
-    # A probe is one delivery, but the rows read past it let expired or exhausted ones die meanwhile.
-    lease_at_most = 1 if probe else limit
-    limit = max(limit, 64) if probe else limit
+        gate, probe = "AND d.manual = 1 AND d.state = 'pending' ", False
+    elif probe:
+        # A probe is one delivery, but the rows read past it let expired or exhausted ones die meanwhile.
+        lease_at_most, limit = 1, max(limit, 64)
     rows = conn.execute(
         "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, "
-        "MAX(d.created_at, COALESCE(e.not_before, 0), COALESCE(d.queued_at, 0)), d.manual, "
+        "MAX(d.created_at, COALESCE(e.not_before, 0), COALESCE(d.queued_at, 0)), d.manual, d.ordering_key, "
         f"{', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
         "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-        "WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.next_attempt_at <= ? "
-        # ordering = subject: only the head of each subject (nothing earlier still pending or in flight)
-        "AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries h WHERE h.subscription_id = "
-        "d.subscription_id AND h.ordering_key = d.ordering_key AND h.state IN ('pending', 'leased') "
-        "AND h.event_seq < d.event_seq)) "
-        "ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
+        # ordering = subject: a delivery behind an open one of its subject is `blocked` until that one finishes
+        f"WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.blocked = 0 {gate}"
+        "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
         (subscription_id, stamp, limit),
     ).fetchall()
     expires = stamp + lease_for // timedelta(microseconds=1)
     leased: list[LeasedDelivery] = []
-    updates, dead, died = [], [], []
+    updates, dead, died, dead_keys = [], [], [], []
     for row in rows:
-        rowid, delivery_id, attempts, first_attempt, pending_since, manual = row[:6]
+        rowid, delivery_id, attempts, first_attempt, pending_since, manual, key = row[:7]
         reason = None
         if attempts >= max_attempts and not manual:
             reason = DeadReason.EXHAUSTED
@@ -66,7 +67,8 @@ def lease_deliveries(
             reason = DeadReason.EXPIRED
         if reason is not None:
             dead.append((reason.value, stamp, rowid))
-            died.append((delivery_id, row[6], reason.value))
+            died.append((delivery_id, row[7], reason.value))
+            dead_keys.append(key)
             continue
         if len(leased) >= lease_at_most:
             continue
@@ -77,7 +79,7 @@ def lease_deliveries(
             LeasedDelivery(
                 delivery_id=delivery_id,
                 subscription_id=subscription_id,
-                event=event_from_row(row, offset=6),
+                event=event_from_row(row, offset=7),
                 attempt=attempts + 1,
                 first_attempt_at=from_micros(first_attempt),
                 lease_token=token,
@@ -98,6 +100,9 @@ def lease_deliveries(
             "WHERE rowid = ?",
             dead,
         )
+        for key in dead_keys:
+            if key is not None:
+                promote_next(conn, subscription_id, key)
     if probe and leased:
         conn.execute("UPDATE subscriptions SET next_probe_at = ? WHERE id = ?", (expires, subscription_id))
     return leased, died
@@ -112,7 +117,7 @@ def settle_deliveries(
         if settle.outcome is Settlement.SUCCEEDED:
             sql = (
                 "UPDATE deliveries SET state = 'succeeded', finished_at = ?, lease_token = NULL, last_error = NULL, "
-                "manual = 0"
+                "dead_reason = NULL, manual = 0"
             )
             params: tuple[Any, ...] = (stamp,)
         elif settle.outcome is Settlement.RETRY:
@@ -137,6 +142,8 @@ def settle_deliveries(
         # next delivery of that subject go now: wake the dispatcher for both rather than wait for its next poll.
         if row is not None and (settle.outcome is Settlement.RETRY or row[1] is not None):
             touched.add(row[0])
+        if row is not None and row[1] is not None and settle.outcome is not Settlement.RETRY:
+            promote_next(conn, row[0], row[1])
     return results, touched
 
 

@@ -23,8 +23,62 @@ log = structlog.get_logger("eventbus.store")
 
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (delivery_id, subscription_id, event_seq, state, next_attempt_at, created_at, "
-    "ordering_key) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
+    "ordering_key, blocked) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
 )
+Delivery = tuple[str, str, int, int, int, str | None, int]
+
+
+class OrderingKeys:
+    """Which new deliveries of ordered subscriptions must wait: an earlier one of the same key is still open.
+
+    One indexed look-up per (subscription, key) per transaction; keys opened by this transaction count too.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._open: set[tuple[str, str]] = set()
+        self._checked: set[tuple[str, str]] = set()
+
+    def blocked(self, subscription_id: str, key: str | None) -> int:
+        if key is None:
+            return 0
+        pair = (subscription_id, key)
+        if pair not in self._checked:
+            self._checked.add(pair)
+            row = self._conn.execute(
+                "SELECT 1 FROM deliveries WHERE subscription_id = ? AND ordering_key = ? "
+                "AND state IN ('pending', 'leased') LIMIT 1",
+                pair,
+            ).fetchone()
+            if row is not None:
+                self._open.add(pair)
+        if pair in self._open:
+            return 1
+        self._open.add(pair)
+        return 0
+
+
+def promote_next(conn: sqlite3.Connection, subscription_id: str, key: str) -> None:
+    """The head of an ordering key finished: the next delivery of that key may go (unless one already can)."""
+    conn.execute(
+        "UPDATE deliveries SET blocked = 0 WHERE rowid = (SELECT rowid FROM deliveries WHERE subscription_id = ? "
+        "AND ordering_key = ? AND state = 'pending' AND blocked = 1 ORDER BY event_seq LIMIT 1) "
+        "AND NOT EXISTS (SELECT 1 FROM deliveries WHERE subscription_id = ? AND ordering_key = ? "
+        "AND state IN ('pending', 'leased') AND blocked = 0)",
+        (subscription_id, key, subscription_id, key),
+    )
+
+
+def recompute_blocked(conn: sqlite3.Connection, subscription_id: str) -> None:
+    """After deliveries of an ordered subscription were re-queued: each pending one waits iff an earlier one of
+    its key is open."""
+    conn.execute(
+        "UPDATE deliveries SET blocked = EXISTS (SELECT 1 FROM deliveries h WHERE h.subscription_id = "
+        "deliveries.subscription_id AND h.ordering_key = deliveries.ordering_key AND h.state IN ('pending', "
+        "'leased') AND h.event_seq < deliveries.event_seq) "
+        "WHERE subscription_id = ? AND ordering_key IS NOT NULL AND state = 'pending'",
+        (subscription_id,),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +210,8 @@ def append(
     touched: set[str] = set()
     seen: dict[tuple[str, str], AppendOutcome] = {}
     rows: list[tuple[object, ...]] = []
-    deliveries: list[tuple[str, str, int, int, int, str | None]] = []
+    deliveries: list[Delivery] = []
+    keys = OrderingKeys(conn)
     for event in events:
         key = (event.source, event.id)
         earlier = seen.get(key)
@@ -178,7 +233,9 @@ def append(
         document = filter_document(event) if needs_document else None
         for matcher in matchers:
             if matcher.matches(event, document) and not matcher.starts_after(seq, stamp):
-                deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp, matcher.key_of(event)))
+                ordering_key = matcher.key_of(event)
+                blocked = keys.blocked(matcher.subscription_id, ordering_key)
+                deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp, ordering_key, blocked))
                 touched.add(matcher.subscription_id)
     if rows:
         conn.executemany(

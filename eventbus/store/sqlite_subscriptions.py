@@ -13,7 +13,7 @@ from eventbus.ids import new_id
 from eventbus.model import filter_document
 from eventbus.store.base import Ordering, StartPosition, Subscription, SubscriptionHealth, SubscriptionSpec
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row, schedule_from_text, schedule_to_text
-from eventbus.store.sqlite_fanout import INSERT_DELIVERY, Matcher, SubscriptionCache
+from eventbus.store.sqlite_fanout import INSERT_DELIVERY, Matcher, OrderingKeys, SubscriptionCache
 
 SUBSCRIPTION_COLUMNS = (
     "id, kind, name, patterns, filter, retry_schedule, max_pending_age, ephemeral, state, created_at, "
@@ -195,12 +195,16 @@ def backfill(
     ).fetchall()
     stamp = to_micros(now)
     deliveries = []
+    keys = OrderingKeys(conn)
     for event_row in rows:
         stored = event_from_row(event_row)
         document = filter_document(stored.event) if matcher.filter is not None else None
         if matcher.matches(stored.event, document):
             due = max(stamp, event_row[13] or 0)
-            deliveries.append((new_id("dlv"), subscription_id, stored.seq, due, stamp, matcher.key_of(stored.event)))
+            key = matcher.key_of(stored.event)
+            deliveries.append(
+                (new_id("dlv"), subscription_id, stored.seq, due, stamp, key, keys.blocked(subscription_id, key))
+            )
     if deliveries:
         conn.executemany(INSERT_DELIVERY, deliveries)
     next_seq = rows[-1][0] + 1 if len(rows) == limit else None

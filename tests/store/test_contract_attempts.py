@@ -217,6 +217,10 @@ async def test_ordering_by_subject_leases_only_the_head_of_each_subject(store: S
             await record(store, clock, succeeded(other, clock))
     await record(store, clock, failed(x1, clock, retry_in=60))
     assert await lease(store, clock, subscription.id, limit=10) == []  # x2 waits behind the failing x1
+    # ... and does not make the subscription look due before x1's retry
+    assert await store.due_subscriptions(["webhook"], now=clock.now()) == [
+        (subscription.id, clock.now() + timedelta(seconds=60))
+    ]
     x2 = (await store.list_deliveries(DeliveryQuery(subscription_id=subscription.id, state="pending")))[-1]
     blocker = await store.ordering_blocker(x2)
     assert blocker is not None and blocker.delivery_id == x1.delivery_id
