@@ -85,6 +85,8 @@ class HealthPolicy:
     warn_at: tuple[float, ...] = (0.5, 0.7, 0.9)  # `failing` warnings at these fractions of `disable_after`
     probe_after: timedelta = timedelta(seconds=30)  # first probe after the circuit opens; doubles per failed probe
     max_probe_after: timedelta = timedelta(minutes=5)
+    # No failure for this long ends a failing streak (longer than any default retry delay, 10 h).
+    failing_gap: timedelta = timedelta(hours=24)
 
     def probe_delay(self, failed_probes: int) -> timedelta:
         delay: timedelta = self.probe_after * (2 ** min(max(failed_probes, 0), 20))

@@ -147,13 +147,13 @@ def _apply_health(
     conn: sqlite3.Connection, subscription_id: str, result: AttemptResult, policy: HealthPolicy, now: datetime
 ) -> list[HealthChange]:
     row = conn.execute(
-        "SELECT kind, state, circuit, consecutive_failures, failing_since, warnings_sent FROM subscriptions "
-        "WHERE id = ?",
+        "SELECT kind, state, circuit, consecutive_failures, failing_since, warnings_sent, failed_probes, "
+        "last_failure_at FROM subscriptions WHERE id = ?",
         (subscription_id,),
     ).fetchone()
     if row is None or result.healthy is None:
         return []
-    kind, state, circuit, failures, failing_since, warned = row
+    kind, state, circuit, failures, failing_since, warned, failed_probes, last_failure = row
     stamp = to_micros(now)
     changes: list[HealthChange] = []
 
@@ -166,41 +166,50 @@ def _apply_health(
         if circuit == "open" or failures or failing_since is not None:
             conn.execute(
                 "UPDATE subscriptions SET circuit = 'closed', consecutive_failures = 0, failing_since = NULL, "
-                "warnings_sent = 0, circuit_opened_at = NULL, next_probe_at = NULL WHERE id = ?",
+                "warnings_sent = 0, circuit_opened_at = NULL, next_probe_at = NULL, failed_probes = 0 WHERE id = ?",
                 (subscription_id,),
             )
         return changes
     failures += 1
-    failing_since = failing_since if failing_since is not None else stamp
-    updates: dict[str, object] = {"consecutive_failures": failures, "failing_since": failing_since}
+    gap = policy.failing_gap // timedelta(microseconds=1)
+    if failing_since is None or (last_failure is not None and stamp - last_failure > gap):
+        # A new failing streak: one after a long quiet spell is not five days of failure.
+        failing_since, warned = stamp, 0
+    updates: dict[str, object] = {
+        "consecutive_failures": failures,
+        "failing_since": failing_since,
+        "last_failure_at": stamp,
+        "warnings_sent": warned,
+    }
     if circuit == "closed" and failures >= policy.failure_threshold:
-        updates.update(circuit="open", circuit_opened_at=stamp)
+        updates.update(circuit="open", circuit_opened_at=stamp, failed_probes=0)
         updates["next_probe_at"] = stamp + policy.probe_delay(0) // timedelta(microseconds=1)
         change(HealthChangeKind.CIRCUIT_OPENED, consecutive_failures=failures, last_error=_describe(result))
-    elif circuit == "open":
-        delay = policy.probe_delay(failures - policy.failure_threshold)
-        updates["next_probe_at"] = stamp + delay // timedelta(microseconds=1)
+    elif circuit == "open" and result.probe:
+        # Only a failed probe backs the next one off; sends that were in flight when it opened do not.
+        updates["failed_probes"] = failed_probes + 1
+        updates["next_probe_at"] = stamp + policy.probe_delay(failed_probes + 1) // timedelta(microseconds=1)
     failing_for = timedelta(microseconds=stamp - failing_since)
+    level = sum(1 for fraction in policy.warn_at if failing_for >= policy.disable_after * fraction)
     disable_reason = result.disable_reason
-    if disable_reason is None and failing_for >= policy.disable_after:
-        disable_reason = (
-            f"failing since {from_micros(failing_since).isoformat()} ({_days(failing_for)} without a success)"
-        )
+    warned_enough = warned > 0 or not policy.warn_at
+    if disable_reason is None and failing_for >= policy.disable_after and warned_enough:
+        since = from_micros(failing_since).isoformat()
+        disable_reason = f"failing since {since} ({_days(failing_for)} without a success)"
     if disable_reason is not None and state in ("active", "paused"):
         updates.update(state="disabled", state_reason=disable_reason, updated_at=stamp)
         change(HealthChangeKind.DISABLED, reason=disable_reason, last_error=_describe(result))
-    elif state == "active":
-        level = sum(1 for fraction in policy.warn_at if failing_for >= policy.disable_after * fraction)
-        if level > warned:
-            updates["warnings_sent"] = level
-            disable_at = from_micros(failing_since) + policy.disable_after
-            change(
-                HealthChangeKind.FAILING,
-                failing_since=from_micros(failing_since).isoformat(),
-                disable_at=disable_at.isoformat(),
-                consecutive_failures=failures,
-                last_error=_describe(result),
-            )
+    elif state == "active" and level > warned:
+        # At least one warning goes out before the endpoint is disabled, even when failures were sparse.
+        updates["warnings_sent"] = level
+        disable_at = max(from_micros(failing_since) + policy.disable_after, now)
+        change(
+            HealthChangeKind.FAILING,
+            failing_since=from_micros(failing_since).isoformat(),
+            disable_at=disable_at.isoformat(),
+            consecutive_failures=failures,
+            last_error=_describe(result),
+        )
     assignments = ", ".join(f"{column} = ?" for column in updates)
     conn.execute(f"UPDATE subscriptions SET {assignments} WHERE id = ?", (*updates.values(), subscription_id))
     return changes

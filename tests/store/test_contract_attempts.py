@@ -294,3 +294,26 @@ async def test_a_lease_given_back_unsent_does_not_count_as_an_attempt(store: Sto
     await store.release_leases([(second.delivery_id, second.lease_token)], now=clock.now())
     attempts = {d.delivery_id: d.attempts for d in await store.list_deliveries(DeliveryQuery())}
     assert (attempts[first.delivery_id], attempts[second.delivery_id]) == (0, 1)
+
+
+async def test_only_a_failed_probe_backs_the_next_probe_off(store: Store, clock: ManualClock) -> None:
+    subscription = await subscribe(store, clock, endpoint_spec())
+    await append(store, clock, *(order(f"o-{n}") for n in range(6)))
+    leased = await lease(store, clock, subscription.id, limit=5)
+    for delivery in leased:  # 3 open the circuit, 2 more were in flight and fail after it opened
+        await record(store, clock, failed(delivery, clock, retry_in=3600))
+    clock.advance(POLICY.probe_after)
+    assert len(await lease(store, clock, subscription.id)) == 1  # still the first probe's time
+
+
+async def test_a_failure_after_a_quiet_spell_starts_a_new_streak(store: Store, clock: ManualClock) -> None:
+    subscription = await subscribe(store, clock, endpoint_spec(retry_schedule=(timedelta(days=2),) * 5))
+    await append(store, clock, order("a"))
+    [delivery] = await lease(store, clock, subscription.id)
+    await record(store, clock, failed(delivery, clock, retry_in=2 * 86400))
+    clock.advance(timedelta(days=2))  # longer than the failing gap (24 h) and than the disable window (10 h)
+    [again] = await lease(store, clock, subscription.id)
+    assert (await record(store, clock, failed(again, clock)))[1] == []  # no warning, no disable: a new streak
+    current = await store.get_subscription(subscription.id)
+    assert current is not None and current.state == "active"
+    assert current.health.failing_since == clock.now()
