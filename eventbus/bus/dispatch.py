@@ -88,7 +88,7 @@ class Dispatcher:
         self._in_flight: dict[str, int] = {}
         self._total_in_flight = 0
         self._buckets: dict[str, TokenBucket] = {}
-        self._slot_freed = asyncio.Event()
+        self._slot_freed: dict[str, asyncio.Event] = {}  # per subscription: one of its slots (or global room) freed
         self._wake = bus.store.wakeups.register_any()
         self._task: asyncio.Task[None] | None = None
 
@@ -217,9 +217,11 @@ class Dispatcher:
                         queue.extend(leased)
                         exhausted = len(leased) < want
                         continue
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                slot_freed = self._slot_freed.setdefault(subscription_id, asyncio.Event())
+                slot_freed.clear()
+                await slot_freed.wait()
         finally:
+            self._slot_freed.pop(subscription_id, None)
             sender = self._senders.get(subscription_id)
             if sender is not None and sender.queue is queue:
                 del self._senders[subscription_id]
@@ -273,7 +275,9 @@ class Dispatcher:
         else:
             self._in_flight.pop(subscription_id, None)
         self._fill_slots(subscription_id)
-        self._slot_freed.set()
+        freed = self._slot_freed.get(subscription_id)
+        if freed is not None:
+            freed.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -283,7 +287,11 @@ class Dispatcher:
     def _send_done(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
         self._total_in_flight -= 1
-        self._slot_freed.set()
+        if self._total_in_flight == self.settings.max_in_flight - 1:  # the process was full: everyone may go on
+            for subscription_id in list(self._senders):
+                self._fill_slots(subscription_id)
+            for freed in self._slot_freed.values():
+                freed.set()
 
     async def _send(self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery) -> None:
         clock = self.bus.clock
@@ -292,15 +300,31 @@ class Dispatcher:
         try:
             result = await kind.send(subscription, delivery, now=started_at)
         except asyncio.CancelledError:
+            # Shutting down mid-request: the receiver may have it, so it counts, and is logged, as an attempt;
+            # the delivery is due again at once (from the next process to serve it).
             self._free_slot(subscription.id)
-            await asyncio.shield(self._release(delivery))
+            interrupted = SendResult(
+                SendVerdict.RETRY, error_class="interrupted", error="the server stopped during the attempt"
+            )
+            await asyncio.shield(self._record(subscription, delivery, interrupted, started_at, started))
             raise
         except Exception as exc:  # a kind that raises is contained: the delivery is retried, the failure logged
             log.exception("delivery_send_crashed", subscription_id=subscription.id, delivery_id=delivery.delivery_id)
             result = SendResult(SendVerdict.RETRY, error_class="internal", error=f"{type(exc).__name__}: {exc}")
         self._free_slot(subscription.id)
+        await self._record(subscription, delivery, result, started_at, started)
+
+    async def _record(
+        self,
+        subscription: Subscription,
+        delivery: LeasedDelivery,
+        result: SendResult,
+        started_at: datetime,
+        started: float,
+    ) -> None:
+        """Log the attempt and settle the delivery in one store transaction, then write the canonical log line."""
         duration = timedelta(seconds=time.monotonic() - started)
-        now = clock.now()
+        now = self.bus.clock.now()
         attempt = self._decide(subscription, delivery, result, started_at, duration, now)
         try:
             applied, _ = await self.bus.store.record_attempt(
@@ -355,6 +379,9 @@ class Dispatcher:
                 base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.REJECTED, error=result.error
             )
             healthy = None
+        elif result.error_class == "interrupted":  # our shutdown, not the destination's failure
+            settle = Settle(base.delivery_id, base.lease_token, Settlement.RETRY, retry_at=now, error=result.error)
+            healthy = None
         elif delivery.manual:  # a resend is one attempt outside the schedule
             settle = Settle(
                 base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=result.error
@@ -371,6 +398,10 @@ class Dispatcher:
                 slow_failure=result.slow_failure,
             )
             error = result.error or result.error_class
+            last_chance = delivery.first_attempt_at + subscription.max_pending_age - timedelta(minutes=1)
+            if retry_at is not None and retry_at > last_chance > now:
+                # A Retry-After past the max pending age would let it expire untried: one last attempt first.
+                retry_at = last_chance
             if retry_at is None:
                 settle = Settle(
                     base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=error

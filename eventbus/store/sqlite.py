@@ -16,6 +16,7 @@ import structlog
 
 from eventbus.clock import from_micros, to_micros
 from eventbus.errors import UnavailableError
+from eventbus.ids import new_id
 from eventbus.model import Event, StoredEvent
 from eventbus.store import sqlite_admin as admin
 from eventbus.store import sqlite_attempts as attempts
@@ -155,13 +156,32 @@ class SQLiteStore:
         conn = self._connect()
         try:
             stamp = to_micros(datetime.now(UTC))
+            conn.execute("BEGIN IMMEDIATE")
+            # A push delivery's attempt may have reached its destination before the crash: it counts, and the
+            # log says so (consumer groups keep no attempt log).
+            interrupted = conn.execute(
+                "SELECT d.delivery_id, d.subscription_id, d.attempts, COALESCE(d.last_attempt_at, ?), d.manual "
+                "FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id "
+                "WHERE d.state = 'leased' AND s.kind != 'grpc'",
+                (stamp,),
+            ).fetchall()
+            conn.executemany(
+                f"INSERT INTO attempts ({attempts.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, NULL, 'interrupted', "
+                "'the server stopped during the attempt', NULL, NULL, 'retry', ?, 0, ?)",
+                [(new_id("att"), d, sub, n, at, stamp, manual) for d, sub, n, at, manual in interrupted],
+            )
             released = conn.execute(
                 "UPDATE deliveries SET state = 'pending', lease_token = NULL, next_attempt_at = "
                 "MIN(next_attempt_at, ?) WHERE state = 'leased'",
                 (stamp,),
             ).rowcount
+            conn.execute("COMMIT")
             if released:
                 log.info("store_leases_released", deliveries=released)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         finally:
             conn.close()
 
