@@ -84,6 +84,10 @@ class FailedPreconditionError(EventBusError):
     title = "Failed precondition"
 
 
+class ConcurrentUpdateError(FailedPreconditionError):
+    """The resource changed between reading it and writing the change: read it again and retry."""
+
+
 class ResourceExhaustedError(EventBusError):
     """A limit was reached: too many requests, connections or items."""
 
@@ -111,6 +115,7 @@ ALL_ERRORS: tuple[type[EventBusError], ...] = (
     NotFoundError,
     AlreadyExistsError,
     FailedPreconditionError,
+    ConcurrentUpdateError,
     ResourceExhaustedError,
     UnavailableError,
     DeliveryLeaseLostError,

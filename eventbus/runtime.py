@@ -52,10 +52,15 @@ class EventBusServer:
         self.store = open_store(settings.store_url)
         self.bus = Bus(self.store, clock=clock, settings=bus_settings)
         self.policy = DestinationPolicy(settings.allow_destinations)
-        self.egress = EgressClient(self.policy, user_agent=f"eventbus/{__version__}")
+        dispatch = dispatch_settings or DispatchSettings()
+        # As many pooled connections as the dispatcher has sends in flight: no attempt's timeout is spent
+        # waiting for a connection another destination holds.
+        self.egress = EgressClient(
+            self.policy, user_agent=f"eventbus/{__version__}", max_connections=dispatch.max_in_flight
+        )
         self.kinds = KindRegistry()
         self.kinds.add(WebhookKind(self.egress, self.policy))
-        self.dispatcher = Dispatcher(self.bus, self.kinds, dispatch_settings)
+        self.dispatcher = Dispatcher(self.bus, self.kinds, dispatch)
         self.services = Services(
             bus=self.bus,
             groups=ConsumerGroups(self.bus),

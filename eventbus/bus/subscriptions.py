@@ -15,7 +15,7 @@ from eventbus.bus.health import system_events
 from eventbus.bus.kinds import KindRegistry
 from eventbus.bus.service import GROUP_KIND, Bus
 from eventbus.bus.webhooks import WebhookKind
-from eventbus.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from eventbus.errors import ConcurrentUpdateError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from eventbus.filters import ContentFilter
 from eventbus.ids import is_id
 from eventbus.patterns import PatternSet
@@ -31,7 +31,10 @@ from eventbus.store.records import HealthChange, HealthChangeKind
 
 log = structlog.get_logger("eventbus.subscriptions")
 MAX_RECOVER = 100_000
+RECOVER_CHUNK = 5_000
 MAX_SCHEDULE = 30
+MAX_CONCURRENCY = 100
+CONFLICT_RETRIES = 5
 _UNSET = object()
 
 
@@ -73,8 +76,12 @@ def _check_schedule(schedule: Sequence[timedelta]) -> tuple[timedelta, ...]:
 def _check_limits(spec: SubscriptionInput) -> None:
     if spec.rate_limit is not None and not 0 <= spec.rate_limit <= 10_000:
         raise InvalidArgumentError.for_field("rate_limit", "deliveries per second, up to 10000 (0: no limit)")
-    if spec.max_concurrency is not None and not 0 <= spec.max_concurrency <= 1000:
-        raise InvalidArgumentError.for_field("max_concurrency", "between 1 and 1000 (0: the kind's default)")
+    # A subscription may hold at most a tenth of the process's sends in flight (1024): a few hanging destinations
+    # cannot take every slot from the others.
+    if spec.max_concurrency is not None and not 0 <= spec.max_concurrency <= MAX_CONCURRENCY:
+        raise InvalidArgumentError.for_field(
+            "max_concurrency", f"between 1 and {MAX_CONCURRENCY} (0: the kind's default)"
+        )
     if spec.max_pending_age is not None and not timedelta(minutes=1) <= spec.max_pending_age <= timedelta(days=30):
         raise InvalidArgumentError.for_field("max_pending_age", "between 1 minute and 30 days")
 
@@ -155,6 +162,15 @@ class Subscriptions:
         return [await self.info(s) for s in page], (page[-1].id if len(found) > size else "")
 
     async def update(self, subscription_id: str, spec: SubscriptionInput) -> SubscriptionInfo:
+        """Change the settings given; credentials and options are merged over the current ones, atomically."""
+        for _ in range(CONFLICT_RETRIES - 1):
+            try:
+                return await self._update(subscription_id, spec)
+            except ConcurrentUpdateError:
+                continue  # someone changed it between our read and write: merge over their change instead
+        return await self._update(subscription_id, spec)
+
+    async def _update(self, subscription_id: str, spec: SubscriptionInput) -> SubscriptionInfo:
         subscription = await self.find(subscription_id)
         kind = self.kinds.get(subscription.kind)
         _check_limits(spec)
@@ -180,7 +196,9 @@ class Subscriptions:
             prepared = await kind.prepare(merged, existing=subscription, now=self.bus.clock.now())
             changes.update(options=prepared.options, secrets=prepared.secrets)
             revealed = prepared.revealed if "secret" in spec.options or "ed25519" in spec.options else {}
-        await self.bus.store.update_subscription(subscription.id, changes, now=self.bus.clock.now())
+        await self.bus.store.update_subscription(
+            subscription.id, changes, now=self.bus.clock.now(), if_updated_at=subscription.updated_at
+        )
         log.info("subscription_updated", subscription_id=subscription.id, changed=sorted(changes))
         return await self.info(await self.find(subscription.id), revealed)
 
@@ -209,12 +227,24 @@ class Subscriptions:
         return await self.get(subscription_id)
 
     async def rotate_secret(self, subscription_id: str, new_secret: str | None = None) -> SubscriptionInfo:
-        subscription = await self.find(subscription_id)
-        kind = self.kinds.get(subscription.kind)
-        if not isinstance(kind, WebhookKind):
-            raise FailedPreconditionError(f"a {subscription.kind} subscription has no signing secret to rotate")
-        secrets, secret = kind.rotate(subscription, new_secret, now=self.bus.clock.now())
-        await self.bus.store.update_subscription(subscription.id, {"secrets": secrets}, now=self.bus.clock.now())
+        """A new signing secret now; the current one keeps signing for 24 h. Two rotations at once both count."""
+        for attempt in range(CONFLICT_RETRIES):
+            subscription = await self.find(subscription_id)
+            kind = self.kinds.get(subscription.kind)
+            if not isinstance(kind, WebhookKind):
+                raise FailedPreconditionError(f"a {subscription.kind} subscription has no signing secret to rotate")
+            secrets, secret = kind.rotate(subscription, new_secret, now=self.bus.clock.now())
+            try:
+                await self.bus.store.update_subscription(
+                    subscription.id,
+                    {"secrets": secrets},
+                    now=self.bus.clock.now(),
+                    if_updated_at=subscription.updated_at,
+                )
+                break
+            except ConcurrentUpdateError:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
         log.info("subscription_secret_rotated", subscription_id=subscription.id)
         return await self.info(await self.find(subscription.id), {"secret": secret})
 
@@ -224,9 +254,18 @@ class Subscriptions:
         now = self.bus.clock.now()
         if since > now:
             raise InvalidArgumentError.for_field("since", "is in the future")
-        recovered = await self.bus.store.recover_deliveries(
-            subscription.id, since=since, include_pending=include_pending, limit=MAX_RECOVER, now=now
-        )
+        recovered: list[tuple[str, str]] = []
+        while len(recovered) < MAX_RECOVER:  # in chunks: publishes share the writer meanwhile
+            chunk = await self.bus.store.recover_deliveries(
+                subscription.id,
+                since=since,
+                include_pending=include_pending,
+                limit=min(RECOVER_CHUNK, MAX_RECOVER - len(recovered)),
+                now=now,
+            )
+            recovered += chunk
+            if len(chunk) < RECOVER_CHUNK:
+                break
         if recovered:
             await self._announce_recovery(subscription, [d for d, _ in recovered], since)
         log.info("subscription_recovered", subscription_id=subscription.id, deliveries=len(recovered))
@@ -245,6 +284,10 @@ class Subscriptions:
     async def replay(self, subscription_id: str, *, since: datetime, patterns: Sequence[str] = ()) -> int:
         """Create deliveries for the events received since `since` that match (default: its own patterns)."""
         subscription = await self.find(subscription_id)
+        if subscription.state == SubscriptionState.DISABLED:
+            raise FailedPreconditionError(
+                f"subscription {subscription.id} is disabled: nothing is delivered to it; resume it, then replay"
+            )
         if patterns:
             PatternSet.parse(list(patterns), field="patterns")
         upto = await self.bus.store.replay(

@@ -71,6 +71,16 @@ def _check_format(value: object) -> PayloadFormat:
         raise InvalidArgumentError.for_field("options.format", f"{value!r}; use one of {known}") from None
 
 
+_SENSITIVE = re.compile(r"authorization|cookie|token|secret|key|password|signature|credential", re.IGNORECASE)
+
+
+def _masked(name: str, value: str) -> str:
+    """Header values that look like credentials are shown as their last 4 characters only."""
+    if not _SENSITIVE.search(name):
+        return value
+    return f"***{value[-4:]}" if len(value) > 12 else "***"
+
+
 def _truthy(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
 
@@ -125,7 +135,10 @@ class WebhookKind:
             if not isinstance(secret, str):
                 raise InvalidArgumentError.for_field("options.secret", "a whsec_ secret")
             parse_secret(secret, "options.secret")
-            secrets["keys"] = [{"secret": secret, "expires_at": None}]
+            if existing is not None:  # a new secret on a live endpoint is a rotation: the old one keeps signing 24 h
+                secrets, _ = self.rotate(existing, secret, now=now)
+            else:
+                secrets["keys"] = [{"secret": secret, "expires_at": None}]
             revealed["secret"] = secret
         elif not _keys(secrets):
             generated = generate_secret()
@@ -159,6 +172,9 @@ class WebhookKind:
 
     def describe(self, subscription: Subscription) -> dict[str, object]:
         shown = dict(subscription.options)
+        headers = shown.get("headers")
+        if isinstance(headers, dict):
+            shown["headers"] = {name: _masked(name, str(value)) for name, value in headers.items()}
         signing_key = subscription.secrets.get("signing_key")
         if signing_key:
             shown["public_key"] = public_key_of(str(signing_key))

@@ -21,6 +21,7 @@ HTTP_STATUS: dict[type[errors.EventBusError], int] = {
     errors.NotFoundError: 404,
     errors.AlreadyExistsError: 409,
     errors.FailedPreconditionError: 409,
+    errors.ConcurrentUpdateError: 409,
     errors.ResourceExhaustedError: 429,
     errors.UnavailableError: 503,
     errors.DeliveryLeaseLostError: 409,

@@ -355,8 +355,19 @@ class Store(Protocol):
         """Pause, resume, disable, enable; leaving `disabled` resets the health record (circuit closed)."""
         ...
 
-    async def update_subscription(self, subscription_id: str, changes: dict[str, object], *, now: datetime) -> None:
-        """Change settings, named as `Subscription` attributes (patterns, filter_json, options, secrets, ...)."""
+    async def update_subscription(
+        self,
+        subscription_id: str,
+        changes: dict[str, object],
+        *,
+        now: datetime,
+        if_updated_at: datetime | None = None,
+    ) -> None:
+        """Change settings, named as `Subscription` attributes (patterns, filter_json, options, secrets, ...).
+
+        With `if_updated_at`, only if nobody changed it since (else `ConcurrentUpdateError`): a read-modify-write
+        such as a secret rotation never loses a concurrent one.
+        """
         ...
 
     async def resend_delivery(self, delivery_id: str, *, now: datetime) -> DeliveryRecord:

@@ -419,9 +419,18 @@ class SQLiteStore:
         self.wakeups.notify(touched)
         return changes
 
-    async def update_subscription(self, subscription_id: str, changes: dict[str, object], *, now: datetime) -> None:
+    async def update_subscription(
+        self,
+        subscription_id: str,
+        changes: dict[str, object],
+        *,
+        now: datetime,
+        if_updated_at: datetime | None = None,
+    ) -> None:
         fields = {admin.column_of(name): admin.column_value(name, value) for name, value in changes.items()}
-        await self._write(lambda conn: admin.update_subscription(conn, self._cache, subscription_id, fields, now))
+        await self._write(
+            lambda conn: admin.update_subscription(conn, self._cache, subscription_id, fields, now, if_updated_at)
+        )
         self.wakeups.notify([subscription_id])
 
     async def resend_delivery(self, delivery_id: str, *, now: datetime) -> DeliveryRecord:

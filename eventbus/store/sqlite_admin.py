@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from eventbus.clock import from_micros, to_micros
-from eventbus.errors import FailedPreconditionError, NotFoundError
+from eventbus.errors import ConcurrentUpdateError, FailedPreconditionError, NotFoundError
 from eventbus.store.base import Ordering, SubscriptionState
 from eventbus.store.records import DeliveryQuery, DeliveryRecord, HealthChange, HealthChangeKind
 from eventbus.store.rows import schedule_to_text
@@ -124,18 +124,28 @@ def set_state(
 
 
 def update_subscription(
-    conn: sqlite3.Connection, cache: SubscriptionCache, subscription_id: str, fields: dict[str, object], now: datetime
+    conn: sqlite3.Connection,
+    cache: SubscriptionCache,
+    subscription_id: str,
+    fields: dict[str, object],
+    now: datetime,
+    if_updated_at: datetime | None = None,
 ) -> None:
     _require(conn, subscription_id)
     unknown = set(fields) - UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
+    if if_updated_at is not None:
+        row = conn.execute("SELECT updated_at FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone()
+        if row[0] != to_micros(if_updated_at):
+            raise ConcurrentUpdateError(f"subscription {subscription_id} changed meanwhile")
     if not fields:
         return
+    stamp = max(to_micros(now), (to_micros(if_updated_at) + 1) if if_updated_at is not None else 0)
     assignments = ", ".join(f"{column} = ?" for column in fields)
     conn.execute(
         f"UPDATE subscriptions SET {assignments}, updated_at = ? WHERE id = ?",
-        (*fields.values(), to_micros(now), subscription_id),
+        (*fields.values(), stamp, subscription_id),
     )
     cache.invalidate()
 
@@ -180,13 +190,14 @@ def recover(
     Returns (delivery_id, event_id) of each, oldest first, at most `limit`.
     """
     _require(conn, subscription_id)
+    stamp = to_micros(now)
     states = "('dead', 'pending')" if include_pending else "('dead')"
+    # Called in chunks with the same `now`: what an earlier chunk re-queued (queued_at = now) is not taken again.
     rows = conn.execute(
         f"SELECT d.rowid, d.delivery_id, e.event_id {_FROM} WHERE d.subscription_id = ? AND d.state IN {states} "
-        "AND d.created_at >= ? ORDER BY d.event_seq LIMIT ?",
-        (subscription_id, to_micros(since), limit),
+        "AND d.created_at >= ? AND COALESCE(d.queued_at, 0) != ? ORDER BY d.event_seq LIMIT ?",
+        (subscription_id, to_micros(since), stamp, limit),
     ).fetchall()
-    stamp = to_micros(now)
     conn.executemany(
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, queued_at = ?, manual = 0, "
         "finished_at = NULL, dead_reason = NULL WHERE rowid = ?",
