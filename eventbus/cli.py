@@ -10,6 +10,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from eventbus import __version__
+from eventbus.commands.keys_commands import add_keys_command
+from eventbus.commands.plugins_command import add_plugins_parser
 from eventbus.errors import EventBusError
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_subscription_commands(commands, client)
     _add_delivery_commands(commands, client)
+    add_keys_command(commands, client)
+    add_plugins_parser(commands)
     return parser
 
 
@@ -202,7 +206,7 @@ def _add_delivery_commands(
 
 
 def _command(args: argparse.Namespace) -> Command:
-    from eventbus.commands import admin_commands, client_commands
+    from eventbus.commands import admin_commands, client_commands, keys_commands, plugins_command
 
     if args.command == "serve":
         from eventbus.commands.serve import serve_command
@@ -216,6 +220,8 @@ def _command(args: argparse.Namespace) -> Command:
         "subscriptions": admin_commands.subscriptions,
         "deliveries": admin_commands.deliveries,
         "replay": admin_commands.replay,
+        "keys": keys_commands.keys,
+        "plugins": plugins_command.plugins,
     }[args.command]
 
 

@@ -24,6 +24,7 @@ import grpc
 import structlog
 
 from eventbus.client_admin import SubscriptionCalls
+from eventbus.client_keys import KeyCalls, KeyStatus, NewKey
 from eventbus.client_values import (
     AttemptStatus,
     DeliveryCounts,
@@ -89,11 +90,12 @@ def _group_status(group: admin_pb2.Group) -> GroupStatus:
     )
 
 
-class EventBusClient(SubscriptionCalls):
+class EventBusClient(SubscriptionCalls, KeyCalls):
     """A connection to one eventbus server. Use as an async context manager.
 
     The subscription and delivery calls (`create_subscription`, `list_deliveries`, `explain`, ...) come from
-    `eventbus.client_admin.SubscriptionCalls`.
+    `eventbus.client_admin.SubscriptionCalls`; the key calls (`create_key`, `list_keys`, `revoke_key`) from
+    `eventbus.client_keys.KeyCalls`.
     """
 
     def __init__(
@@ -282,6 +284,8 @@ __all__ = [
     "EventBusClient",
     "GroupStatus",
     "HealthStatus",
+    "KeyStatus",
+    "NewKey",
     "Subscription",
     "SubscriptionStatus",
 ]

@@ -54,14 +54,20 @@ class ServerSettings:
     log_level: str = "info"
     shutdown_grace: float = 10.0
 
-    def check_exposure(self) -> None:
-        """With no API key the server is open, so it may only listen on loopback."""
-        if self.api_key:
+    def check_exposure(self, *, stored_keys: bool = False) -> None:
+        """With no API key the server is open, so it may only listen on loopback.
+
+        A key is `--api-key` or a stored key (`eventbus keys create`): the runtime makes this check once it has
+        loaded the stored keys, before it listens (the settings alone cannot know them).
+        """
+        if self.api_key or stored_keys:
             return
         for name, address in (("grpc-listen", self.grpc_listen), ("http-listen", self.http_listen)):
             if not address.is_loopback:
                 raise InvalidArgumentError.for_field(
-                    name, f"{address} is not loopback and no --api-key is set: refusing to serve an open bus"
+                    name,
+                    f"{address} is not loopback and no API key exists (--api-key, or `eventbus keys create` "
+                    "on a loopback server): refusing to serve an open bus",
                 )
 
 
@@ -79,7 +85,8 @@ def parse_networks(values: list[str], field: str) -> tuple[IPNetwork, ...]:
 
 
 def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = None) -> ServerSettings:
-    """Merge flags (None = not given) over `EVENTBUS_*` variables over defaults."""
+    """Merge flags (None = not given) over `EVENTBUS_*` variables over defaults. Exposure is checked at start-up,
+    once the stored keys are known (`EventBusServer.start`)."""
     env = os.environ if env is None else env
 
     def pick(flag: str, variable: str, default: str | None) -> str | None:
@@ -102,7 +109,7 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         grace = float(grace_text)
     except ValueError as exc:
         raise InvalidArgumentError.for_field("shutdown-grace", f"{grace_text!r} is not a number of seconds") from exc
-    settings = ServerSettings(
+    return ServerSettings(
         store_url=pick("store", "EVENTBUS_STORE", DEFAULT_STORE_URL) or DEFAULT_STORE_URL,
         grpc_listen=ListenAddress.parse(
             pick("grpc_listen", "EVENTBUS_GRPC_LISTEN", DEFAULT_GRPC_LISTEN) or "", "grpc-listen"
@@ -116,5 +123,3 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         log_level=log_level,
         shutdown_grace=grace,
     )
-    settings.check_exposure()
-    return settings

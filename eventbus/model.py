@@ -22,6 +22,7 @@ CORE_ATTRIBUTES = frozenset(
 )
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,64}$")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone ones, from JSON escapes like \ud800
 _URI_CHARACTERS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
@@ -194,6 +195,9 @@ def validate_event(event: Event) -> None:
         if _CONTROL.search(value):
             problems.append(FieldViolation(name, "contains control characters"))
             return False
+        if _SURROGATE.search(value):
+            problems.append(FieldViolation(name, "contains a lone surrogate (not a Unicode character)"))
+            return False
         return True
 
     check_string("id", event.id, required=True)
@@ -240,6 +244,8 @@ def _extension_problems(name: object, value: object) -> list[FieldViolation]:
     if isinstance(value, int):
         return [] if _INT32[0] <= value <= _INT32[1] else [FieldViolation(where, "integers are signed 32-bit")]
     if isinstance(value, str):
+        if _SURROGATE.search(value):
+            return [FieldViolation(where, "contains a lone surrogate (not a Unicode character)")]
         return [FieldViolation(where, "contains control characters")] if _CONTROL.search(value) else []
     return [FieldViolation(where, "must be a boolean, integer, string, bytes or timestamp")]
 

@@ -14,6 +14,7 @@ from eventbus.auth import KeyRing
 from eventbus.bus.deliveries import Deliveries
 from eventbus.bus.dispatch import Dispatcher, DispatchSettings
 from eventbus.bus.groups import ConsumerGroups
+from eventbus.bus.keys import ApiKeys
 from eventbus.bus.kinds import KindRegistry
 from eventbus.bus.service import Bus, BusSettings
 from eventbus.bus.services import Services
@@ -27,6 +28,7 @@ from eventbus.errors import UnavailableError
 from eventbus.grpc.server import GrpcServer
 from eventbus.http.app import make_app
 from eventbus.store import open_store
+from eventbus.store.keys import key_store_of
 
 log = structlog.get_logger("eventbus.server")
 
@@ -61,14 +63,16 @@ class EventBusServer:
         self.kinds = KindRegistry()
         self.kinds.add(WebhookKind(self.egress, self.policy))
         self.dispatcher = Dispatcher(self.bus, self.kinds, dispatch)
+        # `--api-key` plus the stored keys (loaded in `start`, kept current by `ApiKeys` on create and revoke).
+        self.keys = KeyRing.single(settings.api_key)
         self.services = Services(
             bus=self.bus,
             groups=ConsumerGroups(self.bus),
             subscriptions=Subscriptions(self.bus, self.kinds),
             deliveries=Deliveries(self.bus),
+            api_keys=ApiKeys(key_store_of(self.store), self.keys, self.bus.clock),
         )
         self.groups = self.services.groups
-        self.keys = KeyRing.single(settings.api_key)
         self.grpc = GrpcServer(self.services, self.keys, str(settings.grpc_listen))
         self._ready = False
         self._runner: web.AppRunner | None = None
@@ -76,7 +80,11 @@ class EventBusServer:
 
     async def start(self) -> BoundAddresses:
         await self.store.open()
+        await self.services.api_keys.load()
+        # Beyond loopback a key must exist: `--api-key`, or a stored one, which only the opened store knows.
+        self.settings.check_exposure(stored_keys=not self.keys.open)
         await self.bus.start()
+        await self.services.api_keys.start()
         await self.egress.start()
         await self.dispatcher.start()
         await self.grpc.start()
@@ -117,6 +125,7 @@ class EventBusServer:
         await self.dispatcher.stop(grace)
         await self.egress.close()
         await self.bus.stop()
+        await self.services.api_keys.stop()
         await self.store.close()
         log.info("server_stopped")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from eventbus.bus.deliveries import Deliveries
 from eventbus.bus.groups import ConsumerGroups
+from eventbus.bus.keys import ApiKeys
 from eventbus.bus.service import Bus
 from eventbus.bus.subscriptions import Subscriptions
 
@@ -16,3 +17,4 @@ class Services:
     groups: ConsumerGroups
     subscriptions: Subscriptions
     deliveries: Deliveries
+    api_keys: ApiKeys

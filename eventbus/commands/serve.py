@@ -14,14 +14,19 @@ from eventbus.runtime import serve
 
 
 async def serve_command(args: argparse.Namespace) -> int:
+    from eventbus.commands.client_commands import UsageError
+
     try:
         settings = settings_from(vars(args))
     except InvalidArgumentError as exc:
-        from eventbus.commands.client_commands import UsageError
-
         raise UsageError(exc.message) from exc
     configure_logging(settings.log_format, settings.log_level)
     structlog.get_logger("eventbus.server").info(
         "server_starting", loop=type(asyncio.get_running_loop()).__module__.split(".")[0]
     )
-    return await serve(settings)
+    try:
+        return await serve(settings)
+    except InvalidArgumentError as exc:
+        # Settings refused at start-up (a bad store URL; an open bus beyond loopback, known once the stored keys
+        # are loaded): a usage error, like the ones found before.
+        raise UsageError(exc.message) from exc

@@ -1,4 +1,4 @@
-"""`eventbus.v1.Admin`: consumer groups (list, show with lag, seek, delete); subscriptions and deliveries inherited."""
+"""`eventbus.v1.Admin`: consumer groups (list, show with lag, seek, delete); the other resources mixed in."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import GroupInfo
 from eventbus.bus.services import Services
 from eventbus.errors import InvalidArgumentError
+from eventbus.grpc.admin_keys import KeysAdmin
 from eventbus.grpc.admin_subscriptions import SubscriptionsAdmin
 from eventbus.grpc.context import Context, rpc
 from eventbus.grpc.convert import from_timestamp, to_duration, to_timestamp
@@ -13,10 +14,11 @@ from eventbus.store.base import StartPosition
 from eventbus.v1 import admin_pb2 as pb
 
 
-class AdminServicer(SubscriptionsAdmin):
+class AdminServicer(KeysAdmin, SubscriptionsAdmin):
     def __init__(self, services: Services, keys: KeyRing) -> None:
         super().__init__(services, keys)
         self.groups = services.groups
+        self.api_keys = services.api_keys
 
     def _group(self, info: GroupInfo) -> pb.Group:
         subscription, stats = info.subscription, info.stats

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from eventbus.auth import KeyRing
 from eventbus.bus.service import Bus
+from eventbus.http.auth import auth_middleware
+from eventbus.http.events import add_routes as add_event_routes
 from eventbus.http.problems import Handler, problem_middleware, problem_response
 
 log = structlog.get_logger("eventbus.http")
@@ -65,7 +67,9 @@ def make_app(
     bus: Bus, keys: KeyRing, ready: Callable[[], bool], *, client_max_size: int = 16 * 1024 * 1024
 ) -> web.Application:
     """The application; later features add their routes to it (inbound webhooks, `/v1`, `/ui/`)."""
-    app = web.Application(middlewares=[log_middleware, problem_middleware], client_max_size=client_max_size)
+    app = web.Application(
+        middlewares=[log_middleware, problem_middleware, auth_middleware(keys)], client_max_size=client_max_size
+    )
     app[BUS] = bus
     app[KEYS] = keys
     app[READY] = ready
@@ -76,3 +80,4 @@ def make_app(
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_event_routes(app, BUS, KEYS)

@@ -38,6 +38,7 @@ from eventbus.store.records import (
     SystemEvents,
 )
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
+from eventbus.store.sqlite_keys import KeyOperations
 from eventbus.store.sqlite_push import PushOperations
 from eventbus.store.sqlite_writer import SQLiteWriter
 
@@ -45,7 +46,7 @@ T = TypeVar("T")
 log = structlog.get_logger("eventbus.store")
 
 
-class SQLiteStore(PushOperations):
+class SQLiteStore(PushOperations, KeyOperations):
     """`Store` on one SQLite file. One server process per file (more processes: PostgreSQL)."""
 
     def __init__(self, path: str | Path, *, linger: float = 0.005, readers: int = 2) -> None:

@@ -124,6 +124,21 @@ class AdminStub:
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.ExplainDeliveryRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__pb2.Explanation.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/eventbus.v1.Admin/CreateKey',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/eventbus.v1.Admin/ListKeys',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/eventbus.v1.Admin/RevokeKey',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ApiKey.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -249,6 +264,27 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API keys (`ebk_<key id>_<secret>`, kept only as a SHA-256): the key itself is in CreateKey's answer only.
+        The first key must have `admin`, and the last admin key cannot be revoked (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Refused from the next call on; revoking a revoked key changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -341,6 +377,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ExplainDelivery,
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.ExplainDeliveryRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__pb2.Explanation.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.CreateKeyRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -829,6 +880,87 @@ class Admin:
             '/eventbus.v1.Admin/ExplainDelivery',
             eventbus_dot_v1_dot_admin__pb2.ExplainDeliveryRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__pb2.Explanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/CreateKey',
+            eventbus_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ListKeys',
+            eventbus_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/RevokeKey',
+            eventbus_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ApiKey.FromString,
             options,
             channel_credentials,
             insecure,
