@@ -18,6 +18,7 @@ from eventbus.bus.keys import ApiKeys
 from eventbus.bus.kinds import KindRegistry
 from eventbus.bus.service import Bus, BusSettings
 from eventbus.bus.services import Services
+from eventbus.bus.sources import Sources
 from eventbus.bus.subscriptions import Subscriptions
 from eventbus.bus.webhooks import WebhookKind
 from eventbus.clock import Clock
@@ -27,8 +28,13 @@ from eventbus.egress.ssrf import DestinationPolicy
 from eventbus.errors import UnavailableError
 from eventbus.grpc.server import GrpcServer
 from eventbus.http.app import make_app
+from eventbus.http.hooks import HookContext
+from eventbus.http.hooks import add_routes as add_hook_routes
+from eventbus.plugin.lifecycle import ServerContext
+from eventbus.plugin.manager import Plugins, load_plugins
 from eventbus.store import open_store
 from eventbus.store.keys import key_store_of
+from eventbus.store.sources import source_store_of
 
 log = structlog.get_logger("eventbus.server")
 
@@ -49,8 +55,11 @@ class EventBusServer:
         clock: Clock | None = None,
         bus_settings: BusSettings | None = None,
         dispatch_settings: DispatchSettings | None = None,
+        plugins: Plugins | None = None,
     ) -> None:
         self.settings = settings
+        # Installed plugins (entry points of group `eventbus`), unless the caller (a test) brings its own.
+        self.plugins = plugins or load_plugins()
         self.store = open_store(settings.store_url)
         self.bus = Bus(self.store, clock=clock, settings=bus_settings)
         self.policy = DestinationPolicy(settings.allow_destinations)
@@ -71,6 +80,7 @@ class EventBusServer:
             subscriptions=Subscriptions(self.bus, self.kinds),
             deliveries=Deliveries(self.bus),
             api_keys=ApiKeys(key_store_of(self.store), self.keys, self.bus.clock),
+            sources=Sources(self.bus, source_store_of(self.store), self.plugins.connectors()),
         )
         self.groups = self.services.groups
         self.grpc = GrpcServer(self.services, self.keys, str(settings.grpc_listen))
@@ -86,9 +96,11 @@ class EventBusServer:
         await self.bus.start()
         await self.services.api_keys.start()
         await self.egress.start()
+        await self.plugins.startup(ServerContext(http=self.egress.session, now=self.bus.clock.now))
         await self.dispatcher.start()
         await self.grpc.start()
         app = make_app(self.bus, self.keys, lambda: self._ready)
+        add_hook_routes(app, HookContext(self.bus, source_store_of(self.store), self.plugins))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         listen = self.settings.http_listen
@@ -123,6 +135,7 @@ class EventBusServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.stop(grace)
+        await self.plugins.shutdown()
         await self.egress.close()
         await self.bus.stop()
         await self.services.api_keys.stop()

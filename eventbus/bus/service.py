@@ -17,6 +17,7 @@ from eventbus.errors import InvalidArgumentError, NotFoundError, PayloadTooLarge
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
 from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE, EventQuery, Store
+from eventbus.store.sources import SourceStore
 
 if TYPE_CHECKING:
     from eventbus.bus.session import GroupSession
@@ -212,6 +213,9 @@ class Bus:
         older_than = now - self.settings.retention
         while await self.store.prune(older_than=older_than, limit=self.settings.prune_chunk) > 0:
             await asyncio.sleep(0)
+        if isinstance(self.store, SourceStore):  # raw inbound requests follow their events out
+            while await self.store.prune_requests(older_than=older_than, limit=self.settings.prune_chunk) > 0:
+                await asyncio.sleep(0)
 
     async def _run_janitor(self) -> None:
         while True:

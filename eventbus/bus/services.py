@@ -8,6 +8,7 @@ from eventbus.bus.deliveries import Deliveries
 from eventbus.bus.groups import ConsumerGroups
 from eventbus.bus.keys import ApiKeys
 from eventbus.bus.service import Bus
+from eventbus.bus.sources import Sources
 from eventbus.bus.subscriptions import Subscriptions
 
 
@@ -18,3 +19,4 @@ class Services:
     subscriptions: Subscriptions
     deliveries: Deliveries
     api_keys: ApiKeys
+    sources: Sources
