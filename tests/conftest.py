@@ -120,7 +120,12 @@ class ServerProcess:
 
 
 def start_server_process(
-    tmp_path: Path, *, store: str | None = None, grpc_port: int = 0, extra: list[str] | None = None
+    tmp_path: Path,
+    *,
+    store: str | None = None,
+    grpc_port: int = 0,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
     """Start a server and wait for its `server_ready` line (synchronised on the log, not on a sleep)."""
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
@@ -140,7 +145,8 @@ def start_server_process(
         "json",
         *(extra or []),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=handle, cwd=tmp_path)
+    environment = {**os.environ, **env} if env else None
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=handle, cwd=tmp_path, env=environment)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         match = _READY.search(log_path.read_text(errors="replace"))
