@@ -18,8 +18,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP_RUN): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e . $(wildcard plugins/*/)
+# A new or changed bundled plugin reinstalls too (its pyproject.toml is newer than the stamp).
+$(STAMP_RUN): pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(PY)
+	$(PY) -m pip install --quiet -e . $(foreach plugin,$(wildcard plugins/*/),-e $(plugin))
 	@touch $@
 
 $(STAMP_DEV): pyproject.toml $(STAMP_RUN)
@@ -31,10 +32,11 @@ run: $(STAMP_RUN) ## Create .venv, install eventbus and the bundled plugins, ser
 
 test: $(STAMP_DEV) proto-check lint pytest ## Install the dev extras; proto drift check, ruff, mypy strict, the whole suite
 
-lint: $(STAMP_DEV) ## ruff and mypy --strict on eventbus/
-	$(BIN)/ruff check eventbus tests benchmarks
-	$(BIN)/ruff format --check eventbus tests benchmarks
+lint: $(STAMP_DEV) ## ruff, and mypy --strict on eventbus/ and the bundled plugins' packages
+	$(BIN)/ruff check eventbus tests benchmarks plugins
+	$(BIN)/ruff format --check eventbus tests benchmarks plugins
 	$(BIN)/mypy
+	$(BIN)/mypy $(dir $(wildcard plugins/*/eventbus_*/__init__.py))
 
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest $(ARGS)
