@@ -86,6 +86,7 @@ class EventBusServer:
         self.grpc = GrpcServer(self.services, self.keys, str(settings.grpc_listen))
         self._ready = False
         self._runner: web.AppRunner | None = None
+        self.http_app: web.Application | None = None  # every route, once started
         self.addresses: BoundAddresses | None = None
 
     async def start(self) -> BoundAddresses:
@@ -101,6 +102,7 @@ class EventBusServer:
         await self.grpc.start()
         app = make_app(self.bus, self.keys, lambda: self._ready)
         add_hook_routes(app, HookContext(self.bus, source_store_of(self.store), self.plugins))
+        self.http_app = app
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         listen = self.settings.http_listen
