@@ -12,6 +12,7 @@ from typing import Any
 from eventbus import __version__
 from eventbus.commands.keys_commands import add_keys_command
 from eventbus.commands.plugins_command import add_plugins_parser
+from eventbus.commands.sources_commands import add_sources_command
 from eventbus.errors import EventBusError
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_subscription_commands(commands, client)
     _add_delivery_commands(commands, client)
+    add_sources_command(commands, client)
     add_keys_command(commands, client)
     add_plugins_parser(commands)
     return parser
@@ -206,7 +208,7 @@ def _add_delivery_commands(
 
 
 def _command(args: argparse.Namespace) -> Command:
-    from eventbus.commands import admin_commands, client_commands, keys_commands, plugins_command
+    from eventbus.commands import admin_commands, client_commands, keys_commands, plugins_command, sources_commands
 
     if args.command == "serve":
         from eventbus.commands.serve import serve_command
@@ -220,6 +222,7 @@ def _command(args: argparse.Namespace) -> Command:
         "subscriptions": admin_commands.subscriptions,
         "deliveries": admin_commands.deliveries,
         "replay": admin_commands.replay,
+        "sources": sources_commands.sources,
         "keys": keys_commands.keys,
         "plugins": plugins_command.plugins,
     }[args.command]

@@ -25,6 +25,7 @@ import structlog
 
 from eventbus.client_admin import SubscriptionCalls
 from eventbus.client_keys import KeyCalls, KeyStatus, NewKey
+from eventbus.client_sources import SourceCalls, SourceStatus
 from eventbus.client_values import (
     AttemptStatus,
     DeliveryCounts,
@@ -90,12 +91,13 @@ def _group_status(group: admin_pb2.Group) -> GroupStatus:
     )
 
 
-class EventBusClient(SubscriptionCalls, KeyCalls):
+class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls):
     """A connection to one eventbus server. Use as an async context manager.
 
     The subscription and delivery calls (`create_subscription`, `list_deliveries`, `explain`, ...) come from
     `eventbus.client_admin.SubscriptionCalls`; the key calls (`create_key`, `list_keys`, `revoke_key`) from
-    `eventbus.client_keys.KeyCalls`.
+    `eventbus.client_keys.KeyCalls`; the source calls (`create_source`, `list_sources`, `rotate_source_secret`, ...)
+    from `eventbus.client_sources.SourceCalls`.
     """
 
     def __init__(
@@ -286,6 +288,7 @@ __all__ = [
     "HealthStatus",
     "KeyStatus",
     "NewKey",
+    "SourceStatus",
     "Subscription",
     "SubscriptionStatus",
 ]

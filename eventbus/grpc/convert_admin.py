@@ -1,4 +1,4 @@
-"""Protobuf ⇄ service layer for the Admin subscription and delivery calls: requests in, records out."""
+"""Protobuf ⇄ service layer for the Admin subscription, delivery and source calls: requests in, records out."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from google.protobuf import json_format, struct_pb2
 
 from eventbus.bus.deliveries import EventRef, Explanation
+from eventbus.bus.sources import SourceInfo, SourceInput
 from eventbus.bus.subscriptions import SubscriptionInfo, SubscriptionInput
 from eventbus.errors import InvalidArgumentError
 from eventbus.grpc.convert import from_duration, from_timestamp, to_duration, to_timestamp
@@ -166,4 +167,47 @@ def explanation_to_proto(explanation: Explanation) -> pb.Explanation:
     )
     if explanation.delivery is not None:
         message.delivery.CopyFrom(delivery_to_proto(explanation.delivery, explanation.attempts))
+    return message
+
+
+def create_source_input(request: pb.CreateSourceRequest) -> SourceInput:
+    return SourceInput(
+        name=request.name,
+        connector=request.connector,
+        secrets=list(request.secrets) or None,
+        options=struct_to_dict(request.options) if request.HasField("options") else None,
+        enabled=request.enabled if request.HasField("enabled") else None,
+        rate_limit=request.rate_limit or None,
+    )
+
+
+def update_source_input(request: pb.UpdateSourceRequest) -> SourceInput:
+    """Only what the request sets: `secrets` is wrapped, so an empty list (none) differs from unset (unchanged)."""
+    has = request.HasField
+    return SourceInput(
+        secrets=list(request.secrets.secrets) if has("secrets") else None,
+        options=struct_to_dict(request.options) if has("options") else None,
+        enabled=request.enabled if has("enabled") else None,
+        rate_limit=request.rate_limit if has("rate_limit") else None,
+    )
+
+
+def source_to_proto(info: SourceInfo, now: datetime) -> pb.Source:
+    """Never a secret: how many verify now, when a rotated-out one stops, and `revealed` (create, rotate) only."""
+    source = info.source
+    message = pb.Source(
+        id=source.id,
+        name=source.name,
+        connector=source.connector,
+        path=info.path,
+        options=dict_to_struct(source.options),
+        enabled=source.enabled,
+        rate_limit=source.rate_limit or 0.0,
+        created_at=to_timestamp(source.created_at),
+        updated_at=to_timestamp(source.updated_at),
+        secrets_count=len(source.active_secrets(now)),
+        revealed_secrets=list(info.revealed),
+    )
+    in_grace = [s.expires_at for s in source.secrets if s.expires_at is not None and s.expires_at > now]
+    _set_time(message, "previous_secret_expires_at", max(in_grace, default=None))
     return message

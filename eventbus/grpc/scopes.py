@@ -38,6 +38,12 @@ RPC_ACCESS: Final[dict[str, Access]] = {
     _ADMIN + "CreateKey": Scope.ADMIN,
     _ADMIN + "ListKeys": Scope.ADMIN,
     _ADMIN + "RevokeKey": Scope.ADMIN,
+    _ADMIN + "CreateSource": Scope.ADMIN,
+    _ADMIN + "GetSource": Scope.ADMIN,
+    _ADMIN + "ListSources": Scope.ADMIN,
+    _ADMIN + "UpdateSource": Scope.ADMIN,
+    _ADMIN + "RotateSourceSecret": Scope.ADMIN,
+    _ADMIN + "DeleteSource": Scope.ADMIN,
     # Probes and tooling must work without a key.
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,

@@ -139,6 +139,36 @@ class AdminStub:
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.CreateSource = channel.unary_unary(
+                '/eventbus.v1.Admin/CreateSource',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.CreateSourceRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+                _registered_method=True)
+        self.GetSource = channel.unary_unary(
+                '/eventbus.v1.Admin/GetSource',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.GetSourceRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+                _registered_method=True)
+        self.ListSources = channel.unary_unary(
+                '/eventbus.v1.Admin/ListSources',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ListSourcesRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ListSourcesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSource = channel.unary_unary(
+                '/eventbus.v1.Admin/UpdateSource',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.UpdateSourceRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+                _registered_method=True)
+        self.RotateSourceSecret = channel.unary_unary(
+                '/eventbus.v1.Admin/RotateSourceSecret',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.RotateSourceSecretRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+                _registered_method=True)
+        self.DeleteSource = channel.unary_unary(
+                '/eventbus.v1.Admin/DeleteSource',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -285,6 +315,48 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSource(self, request, context):
+        """Inbound sources: the named receivers behind `POST /hooks/{name}`, verified and parsed by their connector.
+        A source's secrets are never shown, except in `Source.revealed_secrets` of CreateSource (a generated secret)
+        and RotateSourceSecret: shown once. A taken name is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSource(self, request, context):
+        """Changes only the fields given; `options` are merged into the current ones and checked by the connector.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateSourceSecret(self, request, context):
+        """A new secret (given or generated) verifies from now on; the current one keeps verifying for 24 h.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSource(self, request, context):
+        """`/hooks/<name>` answers 404 from now on; the name can be taken again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -392,6 +464,36 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
+            ),
+            'CreateSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSource,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.CreateSourceRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Source.SerializeToString,
+            ),
+            'GetSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSource,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.GetSourceRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Source.SerializeToString,
+            ),
+            'ListSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSources,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ListSourcesRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ListSourcesResponse.SerializeToString,
+            ),
+            'UpdateSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSource,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.UpdateSourceRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Source.SerializeToString,
+            ),
+            'RotateSourceSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSourceSecret,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.RotateSourceSecretRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.Source.SerializeToString,
+            ),
+            'DeleteSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSource,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -961,6 +1063,168 @@ class Admin:
             '/eventbus.v1.Admin/RevokeKey',
             eventbus_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/CreateSource',
+            eventbus_dot_v1_dot_admin__pb2.CreateSourceRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/GetSource',
+            eventbus_dot_v1_dot_admin__pb2.GetSourceRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ListSources',
+            eventbus_dot_v1_dot_admin__pb2.ListSourcesRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ListSourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/UpdateSource',
+            eventbus_dot_v1_dot_admin__pb2.UpdateSourceRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSourceSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/RotateSourceSecret',
+            eventbus_dot_v1_dot_admin__pb2.RotateSourceSecretRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/DeleteSource',
+            eventbus_dot_v1_dot_admin__pb2.DeleteSourceRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.DeleteSourceResponse.FromString,
             options,
             channel_credentials,
             insecure,
