@@ -5,7 +5,8 @@ A plugin is a module (or object) with `@hookimpl` functions, published through t
     [project.entry-points.eventbus]
     acme = "eventbus_acme"
 
-docs/plugins.md is the author guide; `eventbus.plugin.hookspecs` is the contract.
+docs/plugins.md is the author guide; `eventbus.plugin.hookspecs` is the contract; `eventbus.plugin.helpers` reads
+JSON and form bodies, refuses options and checks HMACs for connectors.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ from eventbus.plugin.destinations import (  # noqa: E402
     DestinationResult,
     KeyValueState,
     Outcome,
+)
+from eventbus.plugin.helpers import (  # noqa: E402
+    body_text,
+    json_body,
+    media_type,
+    no_options,
+    parse_form,
+    parse_json,
+    signed_by_any,
 )
 from eventbus.plugin.lifecycle import ServerContext  # noqa: E402
 from eventbus.plugin.manager import (  # noqa: E402
@@ -71,7 +81,14 @@ __all__ = [
     "Refused",
     "ServerContext",
     "SourceConfig",
+    "body_text",
     "hookimpl",
     "hookspec",
+    "json_body",
     "load_plugins",
+    "media_type",
+    "no_options",
+    "parse_form",
+    "parse_json",
+    "signed_by_any",
 ]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.parse
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from eventbus.errors import InvalidArgumentError, PayloadTooLargeError
 from eventbus.model import Event, is_json_media_type
-from eventbus.plugin import Accepted, ConnectorResult, InboundRequest, Refused, SourceConfig
-from eventbus.signing import constant_time_equals, hmac_sha256
+from eventbus.plugin import (
+    Accepted,
+    ConnectorResult,
+    InboundRequest,
+    Refused,
+    SourceConfig,
+    body_text,
+    media_type,
+    no_options,
+    parse_form,
+    parse_json,
+    signed_by_any,
+)
 
 __all__ = ["DELIVERY_HEADER", "EVENT_HEADER", "SIGNATURE_HEADER", "GitHubConnector"]
 
@@ -32,11 +41,7 @@ class GitHubConnector:
     name = "github"
 
     def validate_options(self, options: Mapping[str, object]) -> dict[str, object]:
-        if options:
-            raise InvalidArgumentError.for_field(
-                f"options.{min(options)}", "unknown option: the github connector takes none"
-            )
-        return {}
+        return no_options(self.name, options)
 
     async def handle(self, request: InboundRequest, source: SourceConfig, now: datetime) -> ConnectorResult:
         refusal = _verify_signature(request, source.secrets)
@@ -90,13 +95,8 @@ def _verify_signature(request: InboundRequest, secrets: tuple[str, ...]) -> Refu
         return Refused.unauthorized(
             f"{SIGNATURE_HEADER} must be 'sha256=' followed by 64 hex digits", field=SIGNATURE_HEADER
         )
-    given = match.group(1).lower()
     # Every active secret is tried (two during a rotation); the compare is constant-time.
-    matched = False
-    for secret in secrets:
-        expected = hmac_sha256(secret.encode("utf-8"), request.body).hex()
-        matched |= constant_time_equals(expected, given)
-    if not matched:
+    if not signed_by_any(secrets, request.body, [match.group(1).lower()]):
         return Refused.unauthorized(
             f"{SIGNATURE_HEADER} does not match: the body was not signed with this source's secret "
             "(or was changed on the way)",
@@ -107,48 +107,31 @@ def _verify_signature(request: InboundRequest, secrets: tuple[str, ...]) -> Refu
 
 def _payload(request: InboundRequest) -> tuple[bytes, dict[str, Any]] | Refused:
     """The JSON payload's bytes and value, from an `application/json` body or a form's `payload` field."""
-    content_type = request.header("Content-Type") or ""
-    essence, _, parameters = content_type.partition(";")
-    essence = essence.strip().lower()
-    charset = _charset(parameters)
-    if charset not in (None, "utf-8", "utf8"):
-        return Refused.bad_request(f"Content-Type charset {charset!r} is not supported: send UTF-8", field="body")
-    try:
-        text = request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return Refused.bad_request("body is not valid UTF-8", field="body")
+    essence = media_type(request)
+    text = body_text(request)
+    if isinstance(text, Refused):
+        return text
     if essence == _FORM:
-        try:
-            fields = urllib.parse.parse_qs(text, keep_blank_values=True, errors="strict", max_num_fields=1000)
-        except ValueError as exc:
-            return Refused.bad_request(f"form body cannot be parsed: {exc}", field="body")
-        if len(fields.get("payload", ())) != 1:
+        pairs = parse_form(text)
+        if isinstance(pairs, Refused):
+            return pairs
+        payloads = [value for key, value in pairs if key == "payload"]
+        if len(payloads) != 1:
             return Refused.bad_request(
                 "form body must have one 'payload' field holding the JSON payload (GitHub's form content type)",
                 field="body",
             )
-        text = fields["payload"][0]
+        text = payloads[0]
     elif essence and not is_json_media_type(essence):
         return Refused.bad_request(
             f"Content-Type {essence!r} is not supported: GitHub sends application/json or {_FORM}", field="body"
         )
-    try:
-        payload = json.loads(text)
-    except RecursionError:
-        return Refused.bad_request("body is not valid JSON: nested too deeply", field="body")
-    except ValueError as exc:
-        return Refused.bad_request(f"body is not valid JSON: {exc}", field="body")
+    payload = parse_json(text)
+    if isinstance(payload, Refused):
+        return payload
     if not isinstance(payload, dict):
         return Refused.bad_request("body must be a JSON object", field="body")
     return (request.body if essence != _FORM else text.encode("utf-8")), payload
-
-
-def _charset(parameters: str) -> str | None:
-    for parameter in parameters.split(";"):
-        key, _, value = parameter.partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
 
 
 def _subject(payload: dict[str, Any]) -> str | None:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from eventbus.errors import InvalidArgumentError, PayloadTooLargeError
 from eventbus.model import Event, is_json_media_type, is_valid_type
-from eventbus.plugin import Accepted, ConnectorResult, InboundRequest, Refused, SourceConfig
+from eventbus.plugin import (
+    Accepted,
+    ConnectorResult,
+    InboundRequest,
+    Refused,
+    SourceConfig,
+    media_type,
+    parse_json,
+    signed_by_any,
+)
 from eventbus_hmac.settings import Settings, parse_settings
 
 __all__ = ["HmacConnector"]
@@ -85,11 +92,7 @@ def _verify(request: InboundRequest, settings: Settings, secrets: tuple[str, ...
             field=settings.header,
         )
     message = _signed_string(settings, request.body, timestamp)
-    algorithm = getattr(hashlib, settings.algorithm)
-    matched = False
-    for secret in secrets:  # two during a rotation
-        matched |= hmac.compare_digest(hmac.new(secret.encode("utf-8"), message, algorithm).digest(), given)
-    if not matched:
+    if not signed_by_any(secrets, message, [given], algorithm=settings.algorithm):  # two secrets during a rotation
         return Refused.unauthorized(
             f"{settings.header} does not match: the request was not signed with this source's secret (or its body "
             "or timestamp changed on the way)",
@@ -145,8 +148,7 @@ def _decode(value: str, settings: Settings) -> bytes | None:
 
 def _body(request: InboundRequest, settings: Settings) -> dict[str, Any] | Refused | None:
     """The JSON object when the body is JSON (or must be, to read a field); None for other bodies, kept as bytes."""
-    content_type = request.header("Content-Type") or ""
-    essence = content_type.partition(";")[0].strip().lower()
+    essence = media_type(request)
     is_json = is_json_media_type(essence)
     if not is_json and not settings.needs_json:
         return None
@@ -154,14 +156,9 @@ def _body(request: InboundRequest, settings: Settings) -> dict[str, Any] | Refus
         return Refused.bad_request(
             f"Content-Type {essence!r} is not JSON, and this source reads fields of a JSON body", field="body"
         )
-    try:
-        payload = json.loads(request.body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Refused.bad_request("body is not valid UTF-8", field="body")
-    except RecursionError:
-        return Refused.bad_request("body is not valid JSON: nested too deeply", field="body")
-    except ValueError as exc:
-        return Refused.bad_request(f"body is not valid JSON: {exc}", field="body")
+    payload = parse_json(request.body)  # any charset parameter is not checked: the bytes must be UTF-8 JSON
+    if isinstance(payload, Refused):
+        return payload
     if not isinstance(payload, dict):
         if settings.needs_json:
             return Refused.bad_request("body must be a JSON object", field="body")

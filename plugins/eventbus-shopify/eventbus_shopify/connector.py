@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from eventbus.errors import InvalidArgumentError, PayloadTooLargeError
-from eventbus.model import Event, is_json_media_type, is_valid_type, parse_rfc3339
-from eventbus.plugin import Accepted, ConnectorResult, InboundRequest, Refused, SourceConfig
-from eventbus.signing import constant_time_equals, hmac_sha256
+from eventbus.model import Event, is_valid_type, parse_rfc3339
+from eventbus.plugin import (
+    Accepted,
+    ConnectorResult,
+    InboundRequest,
+    Refused,
+    SourceConfig,
+    json_body,
+    no_options,
+    signed_by_any,
+)
 
 __all__ = ["HMAC_HEADER", "TOPIC_HEADER", "WEBHOOK_ID_HEADER", "ShopifyConnector"]
 
@@ -37,11 +44,7 @@ class ShopifyConnector:
     name = "shopify"
 
     def validate_options(self, options: Mapping[str, object]) -> dict[str, object]:
-        if options:
-            raise InvalidArgumentError.for_field(
-                f"options.{min(options)}", "unknown option: the shopify connector takes none"
-            )
-        return {}
+        return no_options(self.name, options)
 
     async def handle(self, request: InboundRequest, source: SourceConfig, now: datetime) -> ConnectorResult:
         refusal = _verify(request, source.secrets)
@@ -59,7 +62,7 @@ class ShopifyConnector:
         webhook_id = _header(request, WEBHOOK_ID_HEADER)
         if not webhook_id:
             return Refused.bad_request(f"missing {WEBHOOK_ID_HEADER} header", field=WEBHOOK_ID_HEADER)
-        payload = _json_body(request)
+        payload = json_body(request, hint="subscribe the webhook in JSON format")
         if isinstance(payload, Refused):
             return payload
         shop = _header(request, SHOP_DOMAIN_HEADER)
@@ -91,44 +94,13 @@ def _verify(request: InboundRequest, secrets: tuple[str, ...]) -> Refused | None
         return Refused.unauthorized(f"{HMAC_HEADER} must be standard base64", field=HMAC_HEADER)
     if len(given) != 32:
         return Refused.unauthorized(f"{HMAC_HEADER} must be a base64 HMAC-SHA256 (32 bytes)", field=HMAC_HEADER)
-    matched = False
-    for secret in secrets:  # two during a rotation: Shopify may take an hour to switch to a new client secret
-        matched |= constant_time_equals(hmac_sha256(secret.encode("utf-8"), request.body), given)
-    if not matched:
+    # Every active secret: two during a rotation, as Shopify may take an hour to switch to a new client secret.
+    if not signed_by_any(secrets, request.body, [given]):
         return Refused.unauthorized(
             f"{HMAC_HEADER} does not match: the body was not signed with this source's secret (the app's client "
             "secret) or was changed on the way",
             field=HMAC_HEADER,
         )
-    return None
-
-
-def _json_body(request: InboundRequest) -> Any | Refused:
-    content_type = request.header("Content-Type") or ""
-    essence, _, parameters = content_type.partition(";")
-    essence = essence.strip().lower()
-    if essence and not is_json_media_type(essence):
-        return Refused.bad_request(
-            f"Content-Type {essence!r} is not supported: subscribe the webhook in JSON format", field="body"
-        )
-    charset = _charset(parameters)
-    if charset not in (None, "utf-8", "utf8"):
-        return Refused.bad_request(f"Content-Type charset {charset!r} is not supported: send UTF-8", field="body")
-    try:
-        return json.loads(request.body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Refused.bad_request("body is not valid UTF-8", field="body")
-    except RecursionError:
-        return Refused.bad_request("body is not valid JSON: nested too deeply", field="body")
-    except ValueError as exc:
-        return Refused.bad_request(f"body is not valid JSON: {exc}", field="body")
-
-
-def _charset(parameters: str) -> str | None:
-    for parameter in parameters.split(";"):
-        key, _, value = parameter.partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
     return None
 
 

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from eventbus.errors import InvalidArgumentError, PayloadTooLargeError
 from eventbus.model import Event, is_json_media_type, is_valid_type
-from eventbus.plugin import Accepted, ConnectorResult, CustomResponse, InboundRequest, Refused, SourceConfig
-from eventbus.signing import constant_time_equals, hmac_sha256
+from eventbus.plugin import (
+    Accepted,
+    ConnectorResult,
+    CustomResponse,
+    InboundRequest,
+    Refused,
+    SourceConfig,
+    body_text,
+    media_type,
+    no_options,
+    parse_form,
+    parse_json,
+    signed_by_any,
+)
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "TOLERANCE_SECONDS", "SlackConnector"]
 
@@ -31,35 +41,28 @@ class SlackConnector:
     name = "slack"
 
     def validate_options(self, options: Mapping[str, object]) -> dict[str, object]:
-        if options:
-            raise InvalidArgumentError.for_field(
-                f"options.{min(options)}", "unknown option: the slack connector takes none"
-            )
-        return {}
+        return no_options(self.name, options)
 
     async def handle(self, request: InboundRequest, source: SourceConfig, now: datetime) -> ConnectorResult:
         verified = _verify(request, source.secrets, now)
         if isinstance(verified, Refused):
             return verified
-        content_type = request.header("Content-Type") or ""
-        essence, _, parameters = content_type.partition(";")
-        essence = essence.strip().lower()
-        charset = _charset(parameters)
-        if charset not in (None, "utf-8", "utf8"):
-            return Refused.bad_request(f"Content-Type charset {charset!r} is not supported: send UTF-8", field="body")
-        try:
-            text = request.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return Refused.bad_request("body is not valid UTF-8", field="body")
+        essence = media_type(request)
+        text = body_text(request)
+        if isinstance(text, Refused):
+            return text
         if essence == _FORM:
-            return _form(request, text, source, verified)
+            pairs = parse_form(text)
+            if isinstance(pairs, Refused):
+                return pairs
+            return _form(request, pairs, source, verified)
         if essence and not is_json_media_type(essence):
             return Refused.bad_request(
                 f"Content-Type {essence!r} is not supported: Slack sends application/json (Events API) or {_FORM} "
                 "(slash commands, interactivity)",
                 field="body",
             )
-        payload = _json(text)
+        payload = parse_json(text)
         if isinstance(payload, Refused):
             return payload
         if not isinstance(payload, dict):
@@ -94,12 +97,8 @@ def _verify(request: InboundRequest, secrets: tuple[str, ...], now: datetime) ->
         return Refused.unauthorized(
             f"{SIGNATURE_HEADER} must be 'v0=' followed by 64 hex digits", field=SIGNATURE_HEADER
         )
-    given = match.group(1).lower()
     base = b"v0:" + timestamp.encode("ascii") + b":" + request.body
-    matched = False
-    for secret in secrets:  # two during a rotation
-        matched |= constant_time_equals(hmac_sha256(secret.encode("utf-8"), base).hex(), given)
-    if not matched:
+    if not signed_by_any(secrets, base, [match.group(1).lower()]):  # every active secret: two during a rotation
         return Refused.unauthorized(
             f"{SIGNATURE_HEADER} does not match: the request was not signed with this source's signing secret "
             "(or its timestamp or body changed on the way)",
@@ -138,18 +137,16 @@ def _events_api(request: InboundRequest, payload: dict[str, Any], source: Source
     return Refused.bad_request("body.type must be the envelope type (e.g. event_callback)", field="body.type")
 
 
-def _form(request: InboundRequest, text: str, source: SourceConfig, timestamp: int) -> ConnectorResult:
-    try:
-        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=1000)
-    except ValueError as exc:
-        return Refused.bad_request(f"form body cannot be parsed: {exc}", field="body")
+def _form(
+    request: InboundRequest, pairs: list[tuple[str, str]], source: SourceConfig, timestamp: int
+) -> ConnectorResult:
     fields: dict[str, str] = {}
     for key, value in pairs:
         fields.setdefault(key, value)
     # A body's digest is its id: Slack does not retry commands and interactions, so each delivery is one request.
     digest = hashlib.sha256(request.body).hexdigest()
     if "payload" in fields:
-        payload = _json(fields["payload"])
+        payload = parse_json(fields["payload"])
         if isinstance(payload, Refused):
             return Refused.bad_request(f"the form's payload field: {payload.reason}", field="body.payload")
         kind = payload.get("type") if isinstance(payload, dict) else None
@@ -203,23 +200,6 @@ def _accept(
         return Refused.bad_request(f"the request is not a valid event: {exc.message}", field="body")
     # Slack retries an event (X-Slack-Retry-Num) with the same event_id: the gateway answers it from the first.
     return Accepted([event], dedup_key=event_id)
-
-
-def _json(text: str) -> Any | Refused:
-    try:
-        return json.loads(text)
-    except RecursionError:
-        return Refused.bad_request("body is not valid JSON: nested too deeply", field="body")
-    except ValueError as exc:
-        return Refused.bad_request(f"body is not valid JSON: {exc}", field="body")
-
-
-def _charset(parameters: str) -> str | None:
-    for parameter in parameters.split(";"):
-        key, _, value = parameter.partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
 
 
 def _channel(inner: dict[str, Any]) -> str | None:

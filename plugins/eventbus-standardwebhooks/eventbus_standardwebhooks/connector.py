@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from eventbus.errors import InvalidArgumentError, PayloadTooLargeError, UnauthenticatedError
-from eventbus.model import DataKind, Event, dumps_json, is_json_media_type, is_valid_type, parse_rfc3339, validate_event
-from eventbus.plugin import Accepted, ConnectorResult, InboundRequest, Refused, SourceConfig
+from eventbus.model import DataKind, Event, dumps_json, is_valid_type, parse_rfc3339, validate_event
+from eventbus.plugin import Accepted, ConnectorResult, InboundRequest, Refused, SourceConfig, json_body
 from eventbus.signing import SECRET_PREFIX, parse_public_key, parse_secret, verify_standard_webhook
 
 __all__ = ["ID_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "TOLERANCE", "StandardWebhooksConnector"]
@@ -70,7 +69,7 @@ class StandardWebhooksConnector:
                 "key (or its id, timestamp or body changed on the way)",
                 field=SIGNATURE_HEADER,
             )
-        payload = _json_body(request)
+        payload = json_body(request, hint="this connector takes application/json")
         if isinstance(payload, Refused):
             return payload
         return _accept(msg_id, payload, source)
@@ -115,35 +114,6 @@ def _check_timestamp(raw: str, now: datetime) -> Refused | None:
             "sender's clock)",
             field=TIMESTAMP_HEADER,
         )
-    return None
-
-
-def _json_body(request: InboundRequest) -> Any | Refused:
-    content_type = request.header("Content-Type") or ""
-    essence, _, parameters = content_type.partition(";")
-    essence = essence.strip().lower()
-    if essence and not is_json_media_type(essence):
-        return Refused.bad_request(
-            f"Content-Type {essence!r} is not supported: this connector takes application/json", field="body"
-        )
-    charset = _charset(parameters)
-    if charset not in (None, "utf-8", "utf8"):
-        return Refused.bad_request(f"Content-Type charset {charset!r} is not supported: send UTF-8", field="body")
-    try:
-        return json.loads(request.body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Refused.bad_request("body is not valid UTF-8", field="body")
-    except RecursionError:
-        return Refused.bad_request("body is not valid JSON: nested too deeply", field="body")
-    except ValueError as exc:
-        return Refused.bad_request(f"body is not valid JSON: {exc}", field="body")
-
-
-def _charset(parameters: str) -> str | None:
-    for parameter in parameters.split(";"):
-        key, _, value = parameter.partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
     return None
 
 
