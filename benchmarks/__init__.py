@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from benchmarks.harness import BenchContext, RunFigures
 
 # Modules whose import registers scenarios, in the order `python -m benchmarks` runs them.
-SCENARIO_MODULES: tuple[str, ...] = ("benchmarks.publish", "benchmarks.delivery")
+SCENARIO_MODULES: tuple[str, ...] = ("benchmarks.publish", "benchmarks.delivery", "benchmarks.ingest")
 
 ScenarioRun = Callable[["BenchContext", int], "RunFigures"]
 ScenarioNotes = Callable[[dict[str, Any]], list[str]]
