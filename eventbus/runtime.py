@@ -101,7 +101,9 @@ class EventBusServer:
         await self.dispatcher.start()
         await self.grpc.start()
         app = make_app(self.bus, self.keys, lambda: self._ready)
-        add_hook_routes(app, HookContext(self.bus, source_store_of(self.store), self.plugins))
+        hooks = HookContext(self.bus, source_store_of(self.store), self.plugins)
+        self.services.sources.changed.append(hooks.forget)
+        add_hook_routes(app, hooks)
         self.http_app = app
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()

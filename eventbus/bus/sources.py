@@ -6,7 +6,7 @@ The one place these rules live: gRPC `Admin`, the CLI and the REST API all call 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -73,6 +73,11 @@ class Sources:
         self.bus = bus
         self.store = store
         self.connectors = connectors
+        self.changed: list[Callable[[str], None]] = []  # told the name of every source created, changed or deleted
+
+    def _changed(self, name: str) -> None:
+        for listener in self.changed:
+            listener(name)
 
     def _validate_options(self, connector: str, options: Mapping[str, object]) -> dict[str, object]:
         found = self.connectors.get(connector)
@@ -112,6 +117,7 @@ class Sources:
             ),
             now=self.bus.clock.now(),
         )
+        self._changed(source.name)
         log.info("source_created", source=source.name, connector=source.connector, source_id=source.id)
         return SourceInfo(source, tuple(secrets) if not spec.secrets else ())
 
@@ -149,6 +155,7 @@ class Sources:
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
                 continue
+            self._changed(updated.name)
             log.info("source_updated", source=updated.name, changed=sorted(changes))
             return SourceInfo(updated)
         raise AssertionError("unreachable")
@@ -171,6 +178,7 @@ class Sources:
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
                 continue
+            self._changed(updated.name)
             log.info("source_secret_rotated", source=updated.name)
             return SourceInfo(updated, (secret,))
         raise AssertionError("unreachable")
@@ -178,4 +186,5 @@ class Sources:
     async def delete(self, ref: str) -> None:
         source = await self.find(ref)
         await self.store.delete_source(source.id, now=self.bus.clock.now())
+        self._changed(source.name)
         log.info("source_deleted", source=source.name, source_id=source.id)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,6 +23,8 @@ from eventbus.store.sources import IngestOutcome, RawRequest, Source, SourceStor
 
 log = structlog.get_logger("eventbus.hooks")
 DEFAULT_BODY_LIMIT = 1024 * 1024
+SOURCE_CACHE_SECONDS = 1.0
+SOURCE_CACHE_SIZE = 10_000
 REDACTED = "[redacted]"
 # Headers and query parameters whose values are credentials: never stored or logged in clear.
 _SECRET_NAME = re.compile(
@@ -37,6 +41,26 @@ class HookContext:
     plugins: Plugins
     body_limit: int = DEFAULT_BODY_LIMIT
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    # Sources by name, read at most once a second per name instead of once per request; changes made through
+    # this process's service layer drop the entry at once (`forget`).
+    cache: dict[str, tuple[float, Source | None]] = field(default_factory=dict)
+
+    async def find_source(self, name: str) -> Source | None:
+        now = time.monotonic()
+        cached = self.cache.get(name)
+        if cached is not None and now - cached[0] < SOURCE_CACHE_SECONDS:
+            return cached[1]
+        found = await self.store.find_source(name)
+        if len(self.cache) >= SOURCE_CACHE_SIZE:
+            self.cache.clear()  # unknown names must not grow it without bound
+        self.cache[name] = (now, found)
+        return found
+
+    def forget(self, name: str | None = None) -> None:
+        if name is None:
+            self.cache.clear()
+        else:
+            self.cache.pop(name, None)
 
     def admit(self, source: Source, now: datetime) -> float | None:
         """None when the source's ingress rate limit lets this request in, else the seconds to wait."""
@@ -60,8 +84,13 @@ def add_routes(app: web.Application, context: HookContext) -> None:
     app.router.add_post("/hooks/{source}", receive_hook)
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(name: str) -> bool:
+    return _SECRET_NAME.search(name) is not None
+
+
 def redact(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, REDACTED if _SECRET_NAME.search(name) else value) for name, value in pairs)
+    return tuple((name, REDACTED if _is_secret_name(name) else value) for name, value in pairs)
 
 
 def _answer(outcomes: list[IngestOutcome], replayed: bool) -> web.Response:
@@ -79,7 +108,7 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
     """Verify before anything is stored; 202 only after the durable commit; a redelivery gets 200 and the same body."""
     context = request.app[HOOKS]
     name = request.match_info["source"]
-    source = await context.store.find_source(name)
+    source = await context.find_source(name)
     if source is None:
         raise NotFoundError(f"no source is named {name!r}")
     if not source.enabled:
