@@ -325,6 +325,37 @@ class Figures:
     events_by_second: list[int] = field(default_factory=list)  # all load processes, each second of the window
 
 
+def figures_from_reports(
+    reports: Sequence[dict[str, Any]],
+    window: LoadWindow,
+    server_cpu: float,
+    *,
+    events_key: str | None = None,
+    by_second_key: str = "events_by_second",
+) -> Figures:
+    """Sum the load processes' reports of one timed window: calls (and events, when a call carries several:
+    `events_key` names their count, else one event per call), latency percentiles, CPU, errors, per second."""
+    seconds = window.seconds
+    calls = sum(int(r["timed_calls"]) for r in reports)
+    events = sum(int(r[events_key]) for r in reports) if events_key else calls
+    if calls == 0:
+        errors = [sample for r in reports for sample in r["error_samples"]]
+        raise BenchError(f"no call completed in the {seconds:.1f} s window; errors: {errors[:3]}")
+    latencies = sorted(latency for r in reports for latency in r["latencies_us"])
+    return Figures(
+        calls_per_s=round(calls / seconds, 1),
+        events_per_s=round(events / seconds, 1),
+        p50_ms=round(percentile(latencies, 50) / 1000, 3),
+        p99_ms=round(percentile(latencies, 99) / 1000, 3),
+        server_cpu_pct=round(server_cpu / seconds * 100, 1),
+        client_cpu_pct=round(sum(float(r["cpu_s"]) for r in reports) / seconds * 100, 1),
+        calls=calls,
+        events=events,
+        errors=sum(int(r["errors"]) for r in reports),
+        events_by_second=[sum(column) for column in zip(*(r[by_second_key] for r in reports), strict=True)],
+    )
+
+
 @dataclass(slots=True)
 class RunFigures:
     """One run of a scenario: the server and its baseline, and what the checks saw."""

@@ -36,9 +36,8 @@ from benchmarks.harness import (
     BenchContext,
     BenchError,
     Figures,
-    LoadWindow,
     RunFigures,
-    percentile,
+    figures_from_reports,
     read_json_log,
     run_load,
     tail,
@@ -165,27 +164,6 @@ def stored_events(database: Path, event_source: str, expected: int) -> dict[str,
     return counts
 
 
-def figures_of(reports: list[dict[str, Any]], window: LoadWindow, server_cpu: float) -> Figures:
-    seconds = window.seconds
-    calls = sum(int(r["timed_calls"]) for r in reports)
-    if calls == 0:
-        errors = [sample for r in reports for sample in r["error_samples"]]
-        raise BenchError(f"no request completed in the {seconds:.1f} s window; errors: {errors[:3]}")
-    latencies = sorted(latency for r in reports for latency in r["latencies_us"])
-    return Figures(
-        calls_per_s=round(calls / seconds, 1),
-        events_per_s=round(calls / seconds, 1),
-        p50_ms=round(percentile(latencies, 50) / 1000, 3),
-        p99_ms=round(percentile(latencies, 99) / 1000, 3),
-        server_cpu_pct=round(server_cpu / seconds * 100, 1),
-        client_cpu_pct=round(sum(float(r["cpu_s"]) for r in reports) / seconds * 100, 1),
-        calls=calls,
-        events=calls,
-        errors=sum(int(r["errors"]) for r in reports),
-        events_by_second=[sum(column) for column in zip(*(r["by_second"] for r in reports), strict=True)],
-    )
-
-
 def load_checks(reports: list[dict[str, Any]]) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     for report in reports:
@@ -253,7 +231,7 @@ def measure_eventbus(context: BenchContext, run: int) -> tuple[Figures, dict[str
         )
         if process.poll() is not None:
             raise BenchError(f"eventbus serve exited with {process.returncode} during the load")
-        figures = figures_of(reports, window, server_cpu)
+        figures = figures_from_reports(reports, window, server_cpu, by_second_key="by_second")
         checks.update(load_checks(reports))
         if profiler is not None:  # it ends by itself, a little after the window, and writes its file then
             try:
@@ -319,7 +297,7 @@ def measure_baseline(context: BenchContext, run: int, loop: str) -> tuple[Figure
         )
     finally:
         exit_code = context.processes.stop(process)
-    figures = figures_of(reports, window, server_cpu)
+    figures = figures_from_reports(reports, window, server_cpu, by_second_key="by_second")
     checks = {**load_checks(reports), "server_loop": ready.get("loop"), "server_exit_code": exit_code}
     if checks["client_errors"] or checks["answered_202"] != checks["requests_sent"]:
         raise BenchError(

@@ -24,9 +24,8 @@ from benchmarks.harness import (
     BenchContext,
     BenchError,
     Figures,
-    LoadWindow,
     RunFigures,
-    percentile,
+    figures_from_reports,
     read_json_log,
     run_load,
     tail,
@@ -107,7 +106,7 @@ def measure_eventbus(name: str, load: PublishLoad, context: BenchContext, run: i
                 f"eventbus serve exited with {process.returncode} during the load; {failed} calls failed, "
                 f"e.g. {samples[:3]}"
             )
-        figures = figures_of(reports, window, server_cpu, load)
+        figures = figures_from_reports(reports, window, server_cpu, events_key="timed_events")
         sent = sum(int(r["acked_events"]) for r in reports)
         not_duplicate = sum(int(r["not_duplicate"]) for r in reports)
         listing_began = time.monotonic()
@@ -189,7 +188,7 @@ def measure_baseline(name: str, load: PublishLoad, context: BenchContext, run: i
         )
     finally:
         context.processes.stop(process)
-    figures = figures_of(reports, window, server_cpu, load)
+    figures = figures_from_reports(reports, window, server_cpu, events_key="timed_events")
     if figures.errors:
         samples = [s for r in reports for s in r["error_samples"]]
         raise BenchError(f"{name} run {run}: the baseline failed {figures.errors} calls, e.g. {samples[:3]}")
@@ -213,28 +212,6 @@ def load_commands(
             command.append("--check-results")
         commands.append([*command, "--out", str(directory / f"load-{index}.json")])
     return commands
-
-
-def figures_of(reports: list[dict[str, Any]], window: LoadWindow, server_cpu: float, load: PublishLoad) -> Figures:
-    seconds = window.seconds
-    calls = sum(int(r["timed_calls"]) for r in reports)
-    events = sum(int(r["timed_events"]) for r in reports)
-    if calls == 0:
-        errors = [sample for r in reports for sample in r["error_samples"]]
-        raise BenchError(f"no call completed in the {seconds:.1f} s window; errors: {errors[:3]}")
-    latencies = sorted(latency for r in reports for latency in r["latencies_us"])
-    return Figures(
-        calls_per_s=round(calls / seconds, 1),
-        events_per_s=round(events / seconds, 1),
-        p50_ms=round(percentile(latencies, 50) / 1000, 3),
-        p99_ms=round(percentile(latencies, 99) / 1000, 3),
-        server_cpu_pct=round(server_cpu / seconds * 100, 1),
-        client_cpu_pct=round(sum(float(r["cpu_s"]) for r in reports) / seconds * 100, 1),
-        calls=calls,
-        events=events,
-        errors=sum(int(r["errors"]) for r in reports),
-        events_by_second=[sum(column) for column in zip(*(r["events_by_second"] for r in reports), strict=True)],
-    )
 
 
 def count_stored(target: str, source_prefix: str, expected: int) -> tuple[int, int]:
