@@ -106,6 +106,8 @@ class KeyRing:
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("the authorization header must be `Bearer <key>`")
         token = token.strip()
+        if not token.isascii() or not token.isprintable():
+            raise UnauthenticatedError("the API key is not valid")
         digest = hash_key(token)
         stored = self._stored.get(key_id_of(token))
         if stored is not None and hmac.compare_digest(stored.digest, digest):

@@ -60,8 +60,9 @@ def _b64decode(text: str) -> bytes:
 
 def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
     """Compare two secrets or signatures without leaking where they differ."""
-    left = a.encode() if isinstance(a, str) else a
-    right = b.encode() if isinstance(b, str) else b
+    # Header values may carry undecodable bytes (as lone surrogates): they compare unequal, they never raise.
+    left = a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a
+    right = b.encode("utf-8", "surrogateescape") if isinstance(b, str) else b
     return hmac.compare_digest(left, right)
 
 
@@ -72,7 +73,7 @@ def hmac_sha256(key: bytes, message: bytes) -> bytes:
 
 def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     """The exact bytes both schemes sign: `{msg_id}.{timestamp}.{body}`."""
-    return f"{msg_id}.{timestamp}.".encode() + body
+    return f"{msg_id}.{timestamp}.".encode("utf-8", "surrogateescape") + body
 
 
 # --- symmetric (v1) --------------------------------------------------------------------------------------------

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from eventbus.clock import Clock, SystemClock
-from eventbus.errors import InvalidArgumentError, NotFoundError, PayloadTooLargeError
+from eventbus.errors import (
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+)
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
 from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE, EventQuery, Store
@@ -25,6 +31,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("eventbus.bus")
 
 MAX_BATCH = 1000
+SYSTEM_SOURCE_ROOT = "/eventbus"
+RESERVED_SOURCES = ("/hooks/", "/eventbus/")
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 GROUP_KIND = "grpc"
 
@@ -83,10 +91,25 @@ class Bus:
 
     # -- publish -------------------------------------------------------------------------------------------
 
-    async def publish(self, events: Sequence[Event], *, not_before: datetime | None = None) -> list[PublishResult]:
-        """Store 1..1000 validated events atomically, fanned out; answers after the durable commit."""
+    async def publish(
+        self, events: Sequence[Event], *, not_before: datetime | None = None, internal: bool = False
+    ) -> list[PublishResult]:
+        """Store 1..1000 validated events atomically, fanned out; answers after the durable commit.
+
+        Sources under `/hooks/` (verified provider webhooks) and `/eventbus` (system events) are reserved: only
+        the gateway and the bus itself (`internal`) write them, so a publisher can neither forge a provider's
+        event nor claim a provider's delivery id ahead of the provider.
+        """
         if not events:
             raise InvalidArgumentError.for_field("events", "at least one event is required")
+        if not internal:
+            for index, event in enumerate(events):
+                if event.source.startswith(RESERVED_SOURCES) or event.source == SYSTEM_SOURCE_ROOT:
+                    raise PermissionDeniedError(
+                        f"source {event.source!r} is reserved: /hooks/... events come only from verified webhooks, "
+                        "/eventbus events only from the bus",
+                        violations=[FieldViolation(f"events[{index}].source", "a reserved source")],
+                    )
         if len(events) > MAX_BATCH:
             raise InvalidArgumentError.for_field("events", f"{len(events)} events; at most {MAX_BATCH} per call")
         total = sum(event.size() for event in events)

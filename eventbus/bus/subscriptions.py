@@ -279,7 +279,7 @@ class Subscriptions:
             self.bus.clock.now(),
             {"count": len(delivery_ids), "since": since.isoformat(), "delivery_ids": delivery_ids[:1000]},
         )
-        await self.bus.publish(system_events([change]))
+        await self.bus.publish(system_events([change]), internal=True)
 
     async def replay(self, subscription_id: str, *, since: datetime, patterns: Sequence[str] = ()) -> int:
         """Create deliveries for the events received since `since` that match (default: its own patterns)."""

@@ -10,6 +10,7 @@ import structlog
 from eventbus.config import settings_from
 from eventbus.errors import InvalidArgumentError
 from eventbus.logs import configure_logging
+from eventbus.plugin.manager import PluginLoadError
 from eventbus.runtime import serve
 
 
@@ -30,3 +31,6 @@ async def serve_command(args: argparse.Namespace) -> int:
         # Settings refused at start-up (a bad store URL; an open bus beyond loopback, known once the stored keys
         # are loaded): a usage error, like the ones found before.
         raise UsageError(exc.message) from exc
+    except PluginLoadError as exc:  # one line naming the plugin and how to start without it, no traceback
+        structlog.get_logger("eventbus.server").error("plugin_load_failed", error=str(exc))
+        raise SystemExit(f"eventbus serve: {exc}") from None

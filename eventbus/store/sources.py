@@ -112,7 +112,7 @@ class SourceStore(Protocol):
         """Store the events (fanned out) and the raw request in one transaction.
 
         When the request names a `dedup_key` already seen for its source inside the window, nothing is stored:
-        the first request's outcomes come back, all marked duplicate, with True ("a redelivery").
+        the first request's outcomes come back exactly as first answered, with True ("a redelivery").
         """
         ...
 

@@ -51,11 +51,12 @@ def source_from_row(row: Any) -> Source:
 
 
 def _outcomes_to_text(outcomes: Sequence[IngestOutcome]) -> str:
-    return json.dumps([[o.id, o.source, o.event_id, o.seq] for o in outcomes], separators=(",", ":"))
+    return json.dumps([[o.id, o.source, o.event_id, o.seq, o.duplicate] for o in outcomes], separators=(",", ":"))
 
 
-def _outcomes_from_text(text: str, *, duplicate: bool | None = None) -> tuple[IngestOutcome, ...]:
-    return tuple(IngestOutcome(i, s, e, q, bool(duplicate)) for i, s, e, q in json.loads(text))
+def _outcomes_from_text(text: str) -> tuple[IngestOutcome, ...]:
+    """The outcomes as first answered (a redelivery gets the very same body)."""
+    return tuple(IngestOutcome(i, s, e, q, bool(d)) for i, s, e, q, d in json.loads(text))
 
 
 def _request_from_row(row: Any) -> StoredRequest:
@@ -89,7 +90,7 @@ def _ingest(
             (request.source_id, request.dedup_key, to_micros(now - window)),
         ).fetchone()
         if row is not None:
-            return list(_outcomes_from_text(row[0], duplicate=True)), True, set()
+            return list(_outcomes_from_text(row[0])), True, set()
     appended, touched = fanout.append(conn, cache, events, now=now, not_before=None, window=window)
     outcomes = [
         IngestOutcome(e.id, e.source, o.event_id, o.seq, o.duplicate) for e, o in zip(events, appended, strict=True)

@@ -89,7 +89,7 @@ async def test_a_redelivery_by_dedup_key_returns_the_first_outcomes_and_stores_n
     # The connector made a different event id this time: the delivery id still says it is the same delivery.
     again, replayed = await sources.ingest([hook_event("b")], request(source.id), now=clock.now(), dedup_window=WINDOW)
     assert replayed is True
-    assert [(o.event_id, o.duplicate) for o in again] == [(first[0].event_id, True)]
+    assert again == first  # the first answer, as it was
     assert [e.event.id for e in await store.list_events(EventQuery())] == ["a"]
     clock.advance(WINDOW)  # past the window the key is forgotten
     later, replayed = await sources.ingest([hook_event("c")], request(source.id), now=clock.now(), dedup_window=WINDOW)

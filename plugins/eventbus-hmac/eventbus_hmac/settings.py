@@ -94,8 +94,12 @@ def parse_settings(options: Mapping[str, object]) -> Settings:
     signed = _text(options, "signed", "{body}") or "{body}"
     pieces = _template(signed)
     timestamp_header = _header_name(options, "timestamp_header")
-    if timestamp_header is None and any(name == "timestamp" for _, name in pieces):
+    signs_timestamp = any(name == "timestamp" for _, name in pieces)
+    if timestamp_header is None and signs_timestamp:
         raise _bad("signed", "uses {timestamp}: set timestamp_header to the header that carries it")
+    if timestamp_header is not None and not signs_timestamp:
+        # An unsigned timestamp is whatever a replayer sets it to: it would only look like replay protection.
+        raise _bad("timestamp_header", "the timestamp must be signed: put {timestamp} in the signed template")
     tolerance = _tolerance(options, timestamp_header)
     fixed_type = _text(options, "type", None)
     if fixed_type is not None and not is_valid_type(fixed_type):

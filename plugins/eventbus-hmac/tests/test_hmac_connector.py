@@ -276,14 +276,30 @@ def test_options_are_normalised_with_defaults() -> None:
         "type": "webhook",
     }
     options = connector.validate_options(
-        {"header": "X-Sig", "algorithm": "SHA512", "timestamp_header": "X-Ts", "type_field": "/data/kind"}
+        {
+            "header": "X-Sig",
+            "algorithm": "SHA512",
+            "timestamp_header": "X-Ts",
+            "signed": "{timestamp}.{body}",
+            "type_field": "/data/kind",
+        }
     )
     assert options["algorithm"] == "sha512"
     assert options["tolerance"] == 300
     assert options["type_field"] == "data.kind"
     assert "type" not in options
-    assert connector.validate_options({"header": "X", "timestamp_header": "T", "tolerance": "600"})["tolerance"] == 600
-    assert connector.validate_options({"header": "X", "timestamp_header": "T", "tolerance": 60.0})["tolerance"] == 60
+    assert (
+        connector.validate_options(
+            {"header": "X", "timestamp_header": "T", "signed": "{timestamp}{body}", "tolerance": "600"}
+        )["tolerance"]
+        == 600
+    )
+    assert (
+        connector.validate_options(
+            {"header": "X", "timestamp_header": "T", "signed": "{timestamp}{body}", "tolerance": 60.0}
+        )["tolerance"]
+        == 60
+    )
 
 
 @pytest.mark.parametrize(
@@ -301,9 +317,16 @@ def test_options_are_normalised_with_defaults() -> None:
         ({"header": "X", "signed": "{body"}, "options.signed"),
         ({"header": "X", "signed": "{timestamp}.{body}"}, "options.signed"),
         ({"header": "X", "tolerance": 300}, "options.tolerance"),
-        ({"header": "X", "timestamp_header": "T", "tolerance": 0}, "options.tolerance"),
-        ({"header": "X", "timestamp_header": "T", "tolerance": "soon"}, "options.tolerance"),
-        ({"header": "X", "timestamp_header": "T", "tolerance": True}, "options.tolerance"),
+        ({"header": "X", "timestamp_header": "T"}, "options.timestamp_header"),  # an unsigned timestamp
+        ({"header": "X", "timestamp_header": "T", "signed": "{timestamp}{body}", "tolerance": 0}, "options.tolerance"),
+        (
+            {"header": "X", "timestamp_header": "T", "signed": "{timestamp}{body}", "tolerance": "soon"},
+            "options.tolerance",
+        ),
+        (
+            {"header": "X", "timestamp_header": "T", "signed": "{timestamp}{body}", "tolerance": True},
+            "options.tolerance",
+        ),
         ({"header": "X", "type": "a b"}, "options.type"),
         ({"header": "X", "type_header": "T", "type_field": "t"}, "options.type_field"),
         ({"header": "X", "id_header": "I", "id_field": "id"}, "options.id_field"),
