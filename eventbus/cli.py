@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--shutdown-grace", help="seconds in-flight calls get to finish on SIGTERM (env EVENTBUS_SHUTDOWN_GRACE; 10)"
     )
+    serve.add_argument(
+        "--hooks-body-limit",
+        help="bytes of one POST /hooks/{source} body (env EVENTBUS_HOOKS_BODY_LIMIT; 1048576)",
+    )
 
     publish = commands.add_parser("publish", parents=[client], help="publish one event, or a JSON-lines batch")
     publish.add_argument("--type")

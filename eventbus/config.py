@@ -53,6 +53,7 @@ class ServerSettings:
     log_format: str | None = None  # None: console on a TTY, JSON otherwise
     log_level: str = "info"
     shutdown_grace: float = 10.0
+    hooks_body_limit: int = 1024 * 1024  # bytes of one `POST /hooks/{source}` body
 
     def check_exposure(self, *, stored_keys: bool = False) -> None:
         """With no API key the server is open, so it may only listen on loopback.
@@ -109,6 +110,9 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         grace = float(grace_text)
     except ValueError as exc:
         raise InvalidArgumentError.for_field("shutdown-grace", f"{grace_text!r} is not a number of seconds") from exc
+    limit_text = pick("hooks_body_limit", "EVENTBUS_HOOKS_BODY_LIMIT", "1048576") or "1048576"
+    if not limit_text.isdigit() or not 1024 <= int(limit_text) <= 16 * 1024 * 1024:
+        raise InvalidArgumentError.for_field("hooks-body-limit", f"{limit_text!r}: bytes, from 1024 to 16777216")
     return ServerSettings(
         store_url=pick("store", "EVENTBUS_STORE", DEFAULT_STORE_URL) or DEFAULT_STORE_URL,
         grpc_listen=ListenAddress.parse(
@@ -122,4 +126,5 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         log_format=log_format,
         log_level=log_level,
         shutdown_grace=grace,
+        hooks_body_limit=int(limit_text),
     )

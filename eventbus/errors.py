@@ -88,6 +88,12 @@ class ConcurrentUpdateError(FailedPreconditionError):
     """The resource changed between reading it and writing the change: read it again and retry."""
 
 
+class RequestTimeoutError(EventBusError):
+    """The request did not arrive in time (a body that trickles or stalls)."""
+
+    title = "Request timeout"
+
+
 class ResourceExhaustedError(EventBusError):
     """A limit was reached: too many requests, connections or items."""
 
@@ -116,6 +122,7 @@ ALL_ERRORS: tuple[type[EventBusError], ...] = (
     AlreadyExistsError,
     FailedPreconditionError,
     ConcurrentUpdateError,
+    RequestTimeoutError,
     ResourceExhaustedError,
     UnavailableError,
     DeliveryLeaseLostError,

@@ -101,7 +101,9 @@ class EventBusServer:
         await self.dispatcher.start()
         await self.grpc.start()
         app = make_app(self.bus, self.keys, lambda: self._ready)
-        hooks = HookContext(self.bus, source_store_of(self.store), self.plugins)
+        hooks = HookContext(
+            self.bus, source_store_of(self.store), self.plugins, body_limit=self.settings.hooks_body_limit
+        )
         self.services.sources.changed.append(hooks.forget)
         add_hook_routes(app, hooks)
         self.http_app = app

@@ -19,6 +19,7 @@ GRPC_STATUS: dict[type[errors.EventBusError], grpc.StatusCode] = {
     errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ConcurrentUpdateError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RequestTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.DeliveryLeaseLostError: grpc.StatusCode.FAILED_PRECONDITION,

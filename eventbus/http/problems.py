@@ -22,6 +22,7 @@ HTTP_STATUS: dict[type[errors.EventBusError], int] = {
     errors.AlreadyExistsError: 409,
     errors.FailedPreconditionError: 409,
     errors.ConcurrentUpdateError: 409,
+    errors.RequestTimeoutError: 408,
     errors.ResourceExhaustedError: 429,
     errors.UnavailableError: 503,
     errors.DeliveryLeaseLostError: 409,

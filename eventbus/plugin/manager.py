@@ -312,6 +312,10 @@ class Plugins:
         except Exception as exc:
             self._failed(impl.plugin_name, hook, exc)
 
+    def record_failure(self, plugin: str | None, call: str, exc: Exception) -> PluginFailure:
+        """Log and count a failure of plugin code found outside the contained calls (e.g. a response it built)."""
+        return self._failed(plugin, call, exc)
+
     def _failed(self, plugin: str | None, call: str, exc: Exception) -> PluginFailure:
         failure = PluginFailure(plugin or "(unknown)", call, f"{type(exc).__name__}: {exc}")
         self._failures[failure.plugin] += 1

@@ -43,6 +43,9 @@ class SignedConnector:
 
     name = "signed"
 
+    def secret_headers(self, options: Mapping[str, object]) -> list[str]:
+        return ["X-Proof"]  # a credential whose name does not say so: the gateway redacts it on the word
+
     def validate_options(self, options: Mapping[str, object]) -> dict[str, object]:
         if "mode" in options and options["mode"] not in ("strict", "lax"):
             raise InvalidArgumentError.for_field("options.mode", "strict or lax")

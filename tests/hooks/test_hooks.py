@@ -14,6 +14,7 @@ from aiohttp import web
 from eventbus.bus.sources import SourceInfo, SourceInput
 from eventbus.bus.subscriptions import SubscriptionInput
 from eventbus.client import EventBusClient
+from eventbus.http.hooks import HOOKS
 from eventbus.runtime import EventBusServer
 from tests.hooks.conftest import SECRET, sign
 
@@ -105,14 +106,16 @@ async def test_the_raw_request_is_kept_redacted_with_its_events(
     server: EventBusServer, source: SourceInfo, http_url: str
 ) -> None:
     body = delivery("d-2")
-    status, answer, _ = await post(http_url + "", body, path="/hooks/shop?token=abc&page=2", **{"X-Trace": "t-1"})
+    extra = {"X-Trace": "t-1", "X-Proof": "p-1", "X-Api-Key": "k-1"}
+    status, answer, _ = await post(http_url, body, path="/hooks/shop?token=abc&page=2", **extra)
     assert status == 202
     kept = await server.store.find_request(answer["events"][0]["seq"])  # type: ignore[attr-defined]
     assert kept is not None
     assert kept.request.body == body
     headers = dict(kept.request.headers)
-    assert headers["X-Signature"] == "[redacted]" and headers["X-Trace"] == "t-1"
-    assert dict(kept.request.query) == {"token": "[redacted]", "page": "2"}
+    assert headers["X-Signature"] == headers["X-Proof"] == headers["X-Api-Key"] == "[redacted]"
+    assert headers["X-Trace"] == "t-1"
+    assert dict(kept.request.query) == {"token": "[redacted]", "page": "[redacted]"}  # no query value is kept
     assert SECRET not in repr(kept)
 
 
@@ -214,6 +217,8 @@ async def test_the_ingress_rate_limit_answers_429_with_retry_after(
     server: EventBusServer, source: SourceInfo, http_url: str
 ) -> None:
     await server.services.sources.update("shop", SourceInput(rate_limit=1))
+    for _ in range(3):  # unsigned junk is refused before it can spend the source's budget
+        assert (await post(http_url, delivery("junk"), secret="wrong"))[0] == 401
     assert (await post(http_url, delivery("r-1")))[0] == 202
     status, _, headers = await post(http_url, delivery("r-2"))
     assert status == 429
@@ -226,3 +231,25 @@ async def test_a_store_that_cannot_commit_answers_503(
     await server.store.close()
     status, problem, _ = await post(http_url, delivery())
     assert status == 503 and problem["status"] == 503
+
+
+async def test_a_stalled_body_is_cut_off_with_408(server: EventBusServer, source: SourceInfo, http_url: str) -> None:
+    assert server.http_app is not None
+    server.http_app[HOOKS].read_timeout = 0.2
+    host, port = http_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /hooks/shop HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert b" 408 " in status_line
+    assert await stored(server) == []
+
+
+async def test_publishers_cannot_use_the_reserved_sources(server: EventBusServer, http_url: str) -> None:
+    for reserved in ("/hooks/shop", "/eventbus"):
+        headers = {"ce-specversion": "1.0", "ce-id": "d-1.0", "ce-source": reserved, "ce-type": "signed.item"}
+        async with aiohttp.ClientSession() as http, http.post(f"{http_url}/events", headers=headers) as response:
+            assert response.status == 403
+            assert [e["field"] for e in (await response.json())["errors"]] == ["events[0].source"]
+    assert await stored(server) == []

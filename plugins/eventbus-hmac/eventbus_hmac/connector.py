@@ -36,6 +36,11 @@ class HmacConnector:
     def validate_options(self, options: Mapping[str, object]) -> dict[str, object]:
         return parse_settings(options).options()
 
+    def secret_headers(self, options: Mapping[str, object]) -> list[str]:
+        """The configured signature header holds a credential whatever its name: the gateway redacts it."""
+        header = options.get("header")
+        return [header] if isinstance(header, str) else []
+
     async def handle(self, request: InboundRequest, source: SourceConfig, now: datetime) -> ConnectorResult:
         try:
             settings = parse_settings(source.options)
