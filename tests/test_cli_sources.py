@@ -28,6 +28,9 @@ from tests.grpc.test_admin_sources import PickyConnector
 from tests.plugin.support import NO_AUTOLOAD, RegisteringPlugin
 from tests.test_cli_endpoints import WAIT, Run, cli
 
+# Secrets of the shape the standardwebhooks connector can verify with (whsec_ + base64 of 24 bytes).
+G1, G2, G3, G4 = ("whsec_" + c * 32 for c in "BCDE")
+
 STANDARD_WEBHOOKS = load_plugins().connectors().get("standardwebhooks") is not None
 
 
@@ -84,23 +87,23 @@ async def test_add_show_list_update_rm(target: Target, tmp_path: Path) -> None:
     options_file = tmp_path / "options.json"
     options_file.write_text(json.dumps({key: value}))
     given = await sources(
-        target, "add", "crm", "--connector", target.connector, "--secret", "given-1", "--secret", "given-2",
+        target, "add", "crm", "--connector", target.connector, "--secret", G1, "--secret", G2,
         "--options", f"@{options_file}", "--disabled",
     )  # fmt: skip
     crm = given.json()
-    assert "secret" not in crm and "given-1" not in given.stdout  # the caller knows them: nothing revealed
+    assert "secret" not in crm and G1 not in given.stdout  # the caller knows them: nothing revealed
     assert (crm["secrets_count"], crm["enabled"], crm["options"]) == (2, False, {key: value})
 
     listed = await sources(target, "list")
     assert [row["name"] for row in listed.lines()] == ["shop", "crm"]
-    for secret in (added["secret"], "given-1", "given-2"):
+    for secret in (added["secret"], G1, G2):
         assert secret not in listed.stdout
 
     updated = (await sources(target, "update", "crm", "--option", f"{key}={value}", "--rate-limit", "1.5")).json()
     assert (updated["rate_limit"], updated["options"], updated["enabled"]) == (1.5, {key: value}, False)
     assert (await sources(target, "enable", "crm")).json()["enabled"] is True
     assert (await sources(target, "disable", "crm")).json()["enabled"] is False
-    replaced = (await sources(target, "update", "crm", "--secret", "only-one", "--rate-limit", "0")).json()
+    replaced = (await sources(target, "update", "crm", "--secret", G3, "--rate-limit", "0")).json()
     assert (replaced["secrets_count"], replaced["rate_limit"]) == (1, None)
 
     assert (await sources(target, "rm", "crm")).json() == {"deleted": "crm"}
@@ -112,10 +115,10 @@ async def test_rotate_secret(target: Target) -> None:
     rotated = (await sources(target, "rotate-secret", "shop")).json()
     assert rotated["secret"].startswith("whsec_") and rotated["secrets_count"] == 2
     assert rotated["previous_secret_expires_at"] is not None
-    given = (await sources(target, "rotate-secret", "shop", "--secret", "my-new-secret")).json()
-    assert given["secret"] == "my-new-secret" and given["secrets_count"] == 2
+    given = (await sources(target, "rotate-secret", "shop", "--secret", G4)).json()
+    assert given["secret"] == G4 and given["secrets_count"] == 2
     shown = await sources(target, "show", "shop")
-    assert "my-new-secret" not in shown.stdout and shown.json()["secrets_count"] == 2
+    assert G4 not in shown.stdout and shown.json()["secrets_count"] == 2
 
 
 @pytest.mark.skipif(not STANDARD_WEBHOOKS, reason="the standardwebhooks connector is not installed")

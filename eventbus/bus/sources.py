@@ -91,6 +91,19 @@ class Sources:
         except Exception as exc:  # a plugin's own bug is not the caller's bad input
             raise InvalidArgumentError.for_field("options", f"connector {connector!r} refused them: {exc}") from exc
 
+    def _check_connector_secrets(self, connector: str, secrets: Sequence[str]) -> None:
+        """A connector may say which secrets it can use (`validate_secrets`): refused now, not at every delivery."""
+        found = self.connectors.get(connector)
+        check = getattr(found, "validate_secrets", None)
+        if check is None:
+            return
+        try:
+            check(list(secrets))
+        except InvalidArgumentError:
+            raise
+        except Exception as exc:
+            raise InvalidArgumentError.for_field("secrets", f"connector {connector!r} refused them: {exc}") from exc
+
     async def find(self, ref: str) -> Source:
         """By `src_` id or by name."""
         found = await self.store.get_source(ref) if is_id(ref, "src") else await self.store.find_source(ref)
@@ -106,6 +119,8 @@ class Sources:
         options = self._validate_options(spec.connector, spec.options or {})
         _check_rate(spec.rate_limit)
         secrets = list(spec.secrets or []) or [generate_secret()]
+        _check_secrets(secrets)
+        self._check_connector_secrets(spec.connector, secrets)
         source = await self.store.create_source(
             SourceSpec(
                 name=spec.name,
@@ -143,6 +158,7 @@ class Sources:
                 changes["options"] = self._validate_options(source.connector, {**source.options, **spec.options})
             if spec.secrets is not None:
                 changes["secrets"] = _check_secrets(spec.secrets)
+                self._check_connector_secrets(source.connector, spec.secrets)
             if spec.enabled is not None:
                 changes["enabled"] = spec.enabled
             if spec.rate_limit is not None:
@@ -164,6 +180,8 @@ class Sources:
         """A new secret verifies from now on; the current one keeps verifying for 24 h (senders switch over)."""
         secret = new_secret or generate_secret()
         _check_secrets([secret])
+        if new_secret:
+            self._check_connector_secrets((await self.find(ref)).connector, [secret])
         for attempt in range(CONFLICT_RETRIES):
             source = await self.find(ref)
             now = self.bus.clock.now()

@@ -25,6 +25,11 @@ class StandardWebhooksConnector:
 
     name = "standardwebhooks"
 
+    def validate_secrets(self, secrets: list[str]) -> None:
+        """Standard Webhooks secrets are `whsec_` + base64 of 24-64 bytes: anything else could never verify."""
+        for index, secret in enumerate(secrets):
+            parse_secret(secret, f"secrets[{index}]")
+
     def validate_options(self, options: Mapping[str, object]) -> dict[str, object]:
         for key in options:
             if key not in _OPTIONS:

@@ -242,3 +242,11 @@ def test_bad_options_are_refused_naming_the_field(options: dict[str, object], fi
     with pytest.raises(InvalidArgumentError) as caught:
         StandardWebhooksConnector().validate_options(options)
     assert caught.value.violations[0].field == field
+
+
+def test_secrets_that_could_never_verify_are_refused_when_the_source_is_made() -> None:
+    connector = StandardWebhooksConnector()
+    connector.validate_secrets(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+    with pytest.raises(InvalidArgumentError) as caught:
+        connector.validate_secrets(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "a plain password"])
+    assert [v.field for v in caught.value.violations] == ["secrets[1]"]
