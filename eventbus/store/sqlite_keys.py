@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from eventbus.clock import from_micros, to_micros
 from eventbus.store.keys import KeyRecord
+from eventbus.store.sqlite_access import StoreAccess
 
-T = TypeVar("T")
 KEY_COLUMNS = "key_id, name, digest, scopes, created_at, last_used_at, revoked_at"
 
 
@@ -27,14 +27,8 @@ def _record(row: Sequence[Any]) -> KeyRecord:
     )
 
 
-class KeyOperations:
+class KeyOperations(StoreAccess):
     """Mixed into `SQLiteStore`, which provides the connections (`_read`, `_write`)."""
-
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def create_key(self, record: KeyRecord) -> None:
         values = (

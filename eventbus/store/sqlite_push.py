@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
 
 from eventbus.clock import from_micros
 from eventbus.store import sqlite_admin as admin
 from eventbus.store import sqlite_attempts as attempts
-from eventbus.store import sqlite_fanout as fanout
-from eventbus.store.base import SubscriptionState, Wakeups
+from eventbus.store.base import SubscriptionState
 from eventbus.store.records import (
     Attempt,
     AttemptResult,
@@ -21,21 +19,11 @@ from eventbus.store.records import (
     HealthPolicy,
     SystemEvents,
 )
+from eventbus.store.sqlite_access import StoreAccess
 
-T = TypeVar("T")
 
-
-class PushOperations:
+class PushOperations(StoreAccess):
     """Mixed into `SQLiteStore`, which provides the connections (`_read`, `_write`) and the fan-out cache."""
-
-    wakeups: Wakeups
-    _cache: fanout.SubscriptionCache
-
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def record_attempt(
         self, result: AttemptResult, *, policy: HealthPolicy, now: datetime, system_events: SystemEvents | None

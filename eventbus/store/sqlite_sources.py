@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from eventbus.clock import from_micros, to_micros
 from eventbus.errors import AlreadyExistsError, ConcurrentUpdateError, NotFoundError
 from eventbus.ids import new_id
 from eventbus.model import Event, format_rfc3339, parse_rfc3339
 from eventbus.store import sqlite_fanout as fanout
-from eventbus.store.base import Wakeups
 from eventbus.store.sources import IngestOutcome, RawRequest, Source, SourceSecret, SourceSpec, StoredRequest
+from eventbus.store.sqlite_access import StoreAccess
 
-T = TypeVar("T")
 SOURCE_COLUMNS = "id, name, connector, secrets, options, enabled, rate_limit, created_at, updated_at"
 REQUEST_COLUMNS = "request_id, source_id, received_at, method, path, query, headers, body, remote, dedup_key, answer"
 UPDATABLE = frozenset({"secrets", "options", "enabled", "rate_limit"})
@@ -119,17 +118,8 @@ def _ingest(
     return outcomes, False, touched
 
 
-class SourceOperations:
+class SourceOperations(StoreAccess):
     """Mixed into `SQLiteStore`, which provides the connections (`_read`, `_write`) and the fan-out cache."""
-
-    wakeups: Wakeups
-    _cache: fanout.SubscriptionCache
-
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def create_source(self, spec: SourceSpec, *, now: datetime) -> Source:
         def create(conn: sqlite3.Connection) -> Source:
