@@ -10,7 +10,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +72,7 @@ class _Sender:
     subscription: Subscription
     kind: DeliveryKind
     queue: deque[LeasedDelivery]
+    changed: asyncio.Event  # set by the store when the subscription changed: send nothing until it is re-read
 
 
 class Dispatcher:
@@ -82,6 +83,7 @@ class Dispatcher:
         self.kinds = kinds
         self.settings = settings or DispatchSettings()
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._turn = 0  # round robin over the waiting subscriptions when the process is full
         self._senders: dict[str, _Sender] = {}  # what a running pump has queued, and the settings to send with
         self._recheck: set[str] = set()
         self._sends: set[asyncio.Task[None]] = set()
@@ -160,14 +162,14 @@ class Dispatcher:
 
         Leases run ahead of the sends into the subscription's queue (up to `lease_ahead - 1` times its
         concurrency, a batch per store call); a slot that frees takes the next queued delivery at once, without
-        waiting for this pump. What is still queued when the pump stops is given back, uncounted.
+        waiting for this pump, unless the store said the subscription changed (paused, circuit open, new settings):
+        then nothing more is sent until the pump has read it again. What is still queued when the pump stops, or
+        when the circuit opens, is given back uncounted.
         """
         store, clock = self.bus.store, self.bus.clock
         loop = asyncio.get_running_loop()
         queue: deque[LeasedDelivery] = deque()
         exhausted = False
-        # The subscription is read again when the store says it changed (state, settings, circuit, new
-        # deliveries) or a second has passed, not once per send.
         changed = store.wakeups.register(subscription_id)
         subscription: Subscription | None = None
         read_at = 0.0
@@ -177,15 +179,20 @@ class Dispatcher:
                     changed.clear()
                     read_at = loop.time()
                     subscription = await store.get_subscription(subscription_id)
-                    if subscription is not None and subscription.health.circuit == "open" and queue:
-                        # Held from now on: what was leased ahead goes back without using an attempt.
-                        await self._release(*queue, unsent=True)
-                        queue.clear()
+                    if subscription is not None and subscription.health.circuit == "open":
+                        # Held from now on: what was leased ahead goes back without using an attempt (a probe or
+                        # a resend, which an open circuit lets through, stays).
+                        held = [d for d in queue if not (d.probe or d.manual)]
+                        if held:
+                            kept = [d for d in queue if d.probe or d.manual]
+                            queue.clear()
+                            queue.extend(kept)
+                            await self._release(*held, unsent=True)
                 kind = self.kinds.find(subscription.kind) if subscription is not None else None
                 if subscription is None or kind is None or subscription.state != "active":
-                    self._senders.pop(subscription_id, None)
+                    self._buckets.pop(subscription_id, None)
                     return
-                self._senders[subscription_id] = _Sender(subscription, kind, queue)
+                self._senders[subscription_id] = _Sender(subscription, kind, queue, changed)
                 self._fill_slots(subscription_id)
                 if exhausted and not queue:
                     return
@@ -193,56 +200,78 @@ class Dispatcher:
                 # Queue up to (lease_ahead - 1) × the concurrency: each lease then brings a large batch, and a queued
                 # delivery waits at most that many attempt timeouts, within its lease.
                 want = min(limit * (self.settings.lease_ahead - 1) - len(queue), self.settings.lease_batch)
+                now = clock.now()
+                bucket = self._bucket(subscription, now)
+                wake_at = None
+                if bucket is not None:
+                    # Rate-limited: lease no more than can be sent now (tokens are taken as each send starts).
+                    want = min(want, bucket.available(now))
+                    if want <= 0:
+                        wake_at = bucket.next_token_at(now)
                 # Lease in batches: when the queue has room for a concurrency's worth, or is empty.
                 if not exhausted and want > 0 and (want >= limit or not queue):
-                    now = clock.now()
-                    bucket = self._bucket(subscription, now)
-                    if bucket is not None:
-                        want = min(want, bucket.available(now))
-                        if want <= 0 and not queue:
-                            await clock.sleep_until(bucket.next_token_at(now))
-                            continue
-                    if want > 0:
-                        leased = await store.lease_deliveries(
-                            subscription_id,
-                            limit=want,
-                            # Long enough for every queued delivery to wait its turn and still be sent.
-                            lease_for=kind.attempt_timeout(subscription) * self.settings.lease_ahead
-                            + self.settings.lease_margin,
-                            now=now,
-                            system_events=system_events,
-                        )
-                        if bucket is not None:
-                            bucket.take(len(leased))
-                        queue.extend(leased)
-                        exhausted = len(leased) < want
-                        continue
+                    leased = await self._lease(subscription, kind, want, now)
+                    queue.extend(leased)
+                    exhausted = len(leased) < want
+                    continue
                 slot_freed = self._slot_freed.setdefault(subscription_id, asyncio.Event())
                 slot_freed.clear()
-                await slot_freed.wait()
+                waits: list[Awaitable[object]] = [slot_freed.wait(), changed.wait()]
+                if wake_at is not None:
+                    waits.append(clock.sleep_until(wake_at))
+                await first_of(*waits)
         finally:
             self._slot_freed.pop(subscription_id, None)
             sender = self._senders.get(subscription_id)
             if sender is not None and sender.queue is queue:
                 del self._senders[subscription_id]
             store.wakeups.unregister(subscription_id, changed)
-            if queue:
-                await asyncio.shield(self._release(*queue, unsent=True))
+            held = list(queue)
+            queue.clear()  # before any await: a slot freeing meanwhile must not send what is being given back
+            if held:
+                await asyncio.shield(self._release(*held, unsent=True))
+
+    async def _lease(
+        self, subscription: Subscription, kind: DeliveryKind, want: int, now: datetime
+    ) -> list[LeasedDelivery]:
+        """Lease up to `want`; if the pump is cancelled meanwhile (shutdown), what the store leased goes back."""
+        leasing = asyncio.ensure_future(
+            self.bus.store.lease_deliveries(
+                subscription.id,
+                limit=want,
+                # Long enough for every queued delivery to wait its turn and still be sent.
+                lease_for=kind.attempt_timeout(subscription) * self.settings.lease_ahead + self.settings.lease_margin,
+                now=now,
+                system_events=system_events,
+            )
+        )
+        try:
+            return await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            leased = await leasing
+            if leased:
+                await self._release(*leased, unsent=True)
+            raise
 
     def _fill_slots(self, subscription_id: str) -> None:
         """Start queued deliveries of this subscription while it has free slots (called when one frees)."""
         sender = self._senders.get(subscription_id)
-        if sender is None:
-            return
+        if sender is None or sender.changed.is_set():
+            return  # the subscription changed (paused? circuit open?): its pump reads it before anything more goes
         limit = sender.subscription.max_concurrency or sender.kind.default_max_concurrency
         timeout = sender.kind.attempt_timeout(sender.subscription)
         now = self.bus.clock.now()
+        bucket = self._buckets.get(subscription_id) if sender.subscription.rate_limit else None
         stale: list[LeasedDelivery] = []
         while sender.queue and self.in_flight(subscription_id) < limit and self._has_room():
+            if bucket is not None and bucket.available(now) < 1:
+                break  # the pump wakes at the next token
             delivery = sender.queue.popleft()
             if delivery.lease_expires_at - now < timeout + self.settings.lease_margin / 2:
                 stale.append(delivery)  # queued too long (a slow destination): sending could outlive the lease
                 continue
+            if bucket is not None:
+                bucket.take(1)
             self._start_send(sender.subscription, sender.kind, delivery)
         if stale:
             self._spawn(self._release(*stale, unsent=True))
@@ -287,9 +316,14 @@ class Dispatcher:
     def _send_done(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
         self._total_in_flight -= 1
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery_send_failed", error=repr(task.exception()))
         if self._total_in_flight == self.settings.max_in_flight - 1:  # the process was full: everyone may go on
-            for subscription_id in list(self._senders):
-                self._fill_slots(subscription_id)
+            waiting = list(self._senders)
+            if waiting:  # a different subscription first each time, so none waits for ever behind the others
+                self._turn = (self._turn + 1) % len(waiting)
+                for subscription_id in waiting[self._turn :] + waiting[: self._turn]:
+                    self._fill_slots(subscription_id)
             for freed in self._slot_freed.values():
                 freed.set()
 
@@ -311,8 +345,17 @@ class Dispatcher:
         except Exception as exc:  # a kind that raises is contained: the delivery is retried, the failure logged
             log.exception("delivery_send_crashed", subscription_id=subscription.id, delivery_id=delivery.delivery_id)
             result = SendResult(SendVerdict.RETRY, error_class="internal", error=f"{type(exc).__name__}: {exc}")
-        self._free_slot(subscription.id)
-        await self._record(subscription, delivery, result, started_at, started)
+        if result.verdict is SendVerdict.SUCCESS:
+            # A healthy destination's next send need not wait for this record to commit.
+            self._free_slot(subscription.id)
+            await self._record(subscription, delivery, result, started_at, started)
+            return
+        # A failure is recorded first: the circuit must see it before the next send goes (else a failing
+        # destination gets `max_concurrency` sends more than the threshold allows).
+        try:
+            await self._record(subscription, delivery, result, started_at, started)
+        finally:
+            self._free_slot(subscription.id)
 
     async def _record(
         self,
@@ -398,7 +441,8 @@ class Dispatcher:
                 slow_failure=result.slow_failure,
             )
             error = result.error or result.error_class
-            last_chance = delivery.first_attempt_at + subscription.max_pending_age - timedelta(minutes=1)
+            since = delivery.pending_since or delivery.first_attempt_at
+            last_chance = since + subscription.max_pending_age - timedelta(minutes=1)
             if retry_at is not None and retry_at > last_chance > now:
                 # A Retry-After past the max pending age would let it expire untried: one last attempt first.
                 retry_at = last_chance

@@ -149,6 +149,7 @@ class LeasedDelivery:
     lease_expires_at: datetime
     probe: bool = False  # the one delivery an open circuit lets through to test the destination
     manual: bool = False  # a resend: one attempt outside the schedule
+    pending_since: datetime | None = None  # when it was first due (or re-queued): max pending age counts from it
 
 
 class Settlement(StrEnum):

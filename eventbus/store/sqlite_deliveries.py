@@ -45,64 +45,72 @@ def lease_deliveries(
     elif probe:
         # A probe is one delivery, but the rows read past it let expired or exhausted ones die meanwhile.
         lease_at_most, limit = 1, max(limit, 64)
-    rows = conn.execute(
+    sql = (
         "SELECT d.rowid, d.delivery_id, d.attempts, d.first_attempt_at, "
         "MAX(d.created_at, COALESCE(e.not_before, 0), COALESCE(d.queued_at, 0)), d.manual, d.ordering_key, "
         f"{', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
         "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
         # ordering = subject: a delivery behind an open one of its subject is `blocked` until that one finishes
         f"WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.blocked = 0 {gate}"
-        "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
-        (subscription_id, stamp, limit),
-    ).fetchall()
+        "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?"
+    )
     expires = stamp + lease_for // timedelta(microseconds=1)
     leased: list[LeasedDelivery] = []
-    updates, dead, died, dead_keys = [], [], [], []
-    for row in rows:
-        rowid, delivery_id, attempts, first_attempt, pending_since, manual, key = row[:7]
-        reason = None
-        if attempts >= max_attempts and not manual:
-            reason = DeadReason.EXHAUSTED
-        elif pending_since < oldest_allowed:  # age counts from when it was first due (not_before, a recovery)
-            reason = DeadReason.EXPIRED
-        if reason is not None:
-            dead.append((reason.value, stamp, rowid))
-            died.append((delivery_id, row[7], reason.value))
-            dead_keys.append(key)
-            continue
-        if len(leased) >= lease_at_most:
-            continue
-        token = secrets.randbits(62)
-        first_attempt = first_attempt or stamp
-        updates.append((attempts + 1, expires, token, first_attempt, stamp, rowid))
-        leased.append(
-            LeasedDelivery(
-                delivery_id=delivery_id,
-                subscription_id=subscription_id,
-                event=event_from_row(row, offset=7),
-                attempt=attempts + 1,
-                first_attempt_at=from_micros(first_attempt),
-                lease_token=token,
-                lease_expires_at=from_micros(expires),
-                probe=probe,
-                manual=bool(manual),
+    died: list[tuple[str, int, str]] = []
+    # Rows that die here (exhausted, expired) do not fill the lease: read on past them, a bounded number of rounds,
+    # so a dead backlog in front does not make the caller think there is nothing to send.
+    for _ in range(10):
+        wanted = limit if probe else limit - len(leased)
+        rows = conn.execute(sql, (subscription_id, stamp, wanted)).fetchall()
+        updates, dead, dead_keys = [], [], []
+        for row in rows:
+            rowid, delivery_id, attempts, first_attempt, pending_since, manual, key = row[:7]
+            reason = None
+            if attempts >= max_attempts and not manual:
+                reason = DeadReason.EXHAUSTED
+            elif pending_since < oldest_allowed:  # age counts from when it was first due (not_before, a recovery)
+                reason = DeadReason.EXPIRED
+            if reason is not None:
+                dead.append((reason.value, stamp, rowid))
+                died.append((delivery_id, row[7], reason.value))
+                dead_keys.append(key)
+                continue
+            if len(leased) >= lease_at_most:
+                continue
+            token = secrets.randbits(62)
+            first_attempt = first_attempt or stamp
+            updates.append((attempts + 1, expires, token, first_attempt, stamp, rowid))
+            leased.append(
+                LeasedDelivery(
+                    delivery_id=delivery_id,
+                    subscription_id=subscription_id,
+                    event=event_from_row(row, offset=7),
+                    attempt=attempts + 1,
+                    first_attempt_at=from_micros(first_attempt),
+                    lease_token=token,
+                    lease_expires_at=from_micros(expires),
+                    probe=probe,
+                    manual=bool(manual),
+                    pending_since=from_micros(pending_since),
+                )
             )
-        )
-    if updates:
-        conn.executemany(
-            "UPDATE deliveries SET state = 'leased', attempts = ?, next_attempt_at = ?, lease_token = ?, "
-            "first_attempt_at = ?, last_attempt_at = ? WHERE rowid = ?",
-            updates,
-        )
-    if dead:
-        conn.executemany(
-            "UPDATE deliveries SET state = 'dead', dead_reason = ?, finished_at = ?, lease_token = NULL "
-            "WHERE rowid = ?",
-            dead,
-        )
-        for key in dead_keys:
-            if key is not None:
-                promote_next(conn, subscription_id, key)
+        if updates:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'leased', attempts = ?, next_attempt_at = ?, lease_token = ?, "
+                "first_attempt_at = ?, last_attempt_at = ? WHERE rowid = ?",
+                updates,
+            )
+        if dead:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'dead', dead_reason = ?, finished_at = ?, lease_token = NULL "
+                "WHERE rowid = ?",
+                dead,
+            )
+            for key in dead_keys:
+                if key is not None:
+                    promote_next(conn, subscription_id, key)
+        if not dead or len(leased) >= lease_at_most or len(rows) < wanted:
+            break
     if probe and leased:
         conn.execute("UPDATE subscriptions SET next_probe_at = ? WHERE id = ?", (expires, subscription_id))
     return leased, died

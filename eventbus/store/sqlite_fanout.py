@@ -71,11 +71,13 @@ def promote_next(conn: sqlite3.Connection, subscription_id: str, key: str) -> No
 
 def recompute_blocked(conn: sqlite3.Connection, subscription_id: str) -> None:
     """After deliveries of an ordered subscription were re-queued: each pending one waits iff an earlier one of
-    its key is open."""
+    its key is open or one of its key is in flight."""
     conn.execute(
         "UPDATE deliveries SET blocked = EXISTS (SELECT 1 FROM deliveries h WHERE h.subscription_id = "
-        "deliveries.subscription_id AND h.ordering_key = deliveries.ordering_key AND h.state IN ('pending', "
-        "'leased') AND h.event_seq < deliveries.event_seq) "
+        "deliveries.subscription_id AND h.ordering_key = deliveries.ordering_key AND h.rowid != deliveries.rowid "
+        # an earlier one still open, or any one of the subject in flight now (a re-queued older delivery waits
+        # for it: one delivery of a subject at a time)
+        "AND ((h.state IN ('pending', 'leased') AND h.event_seq < deliveries.event_seq) OR h.state = 'leased')) "
         "WHERE subscription_id = ? AND ordering_key IS NOT NULL AND state = 'pending'",
         (subscription_id,),
     )

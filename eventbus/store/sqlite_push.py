@@ -40,7 +40,10 @@ class PushOperations(StoreAccess):
         """Active subscriptions of these kinds with deliveries to send, and when the first is due (or probed)."""
         marks = ", ".join("?" * len(kinds))
         sql = (
-            "SELECT id, due, circuit, next_probe_at FROM (SELECT s.id, s.circuit, s.next_probe_at, "
+            "SELECT id, due, circuit, next_probe_at, manual_due FROM (SELECT s.id, s.circuit, s.next_probe_at, "
+            # a resend goes through an open circuit: it is due when it is, not at the next probe
+            "(SELECT MIN(m.next_attempt_at) FROM deliveries m WHERE m.subscription_id = s.id AND m.manual = 1 "
+            "AND m.state = 'pending') AS manual_due, "
             # Blocked deliveries (behind an open one of their subject) are not due: they would make an ordered
             # subscription look due while it waits for a retry.
             "(SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.subscription_id = s.id "
@@ -49,8 +52,10 @@ class PushOperations(StoreAccess):
         )
         rows = await self._read(lambda c: c.execute(sql, tuple(kinds)).fetchall())
         due: list[tuple[str, datetime]] = []
-        for subscription_id, first_due, circuit, next_probe in rows:
+        for subscription_id, first_due, circuit, next_probe, manual_due in rows:
             at = max(first_due, next_probe or 0) if circuit == "open" else first_due
+            if manual_due is not None:
+                at = min(at, manual_due)
             due.append((subscription_id, from_micros(at)))
         return due
 

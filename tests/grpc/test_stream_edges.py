@@ -66,6 +66,9 @@ async def test_readyz_reports_a_store_that_cannot_write(
     server: EventBusServer, client: EventBusClient, http_url: str
 ) -> None:
     store = server.store
+    # The janitor's first round (at start-up) writes too, and a write that succeeds rightly clears the failure:
+    # stop the background work so only this test's writes reach the store.
+    await server.bus.stop()
     # Fill the file's page budget so that writes fail as on a full disk.
     await store._writer.submit(  # type: ignore[attr-defined]
         lambda conn: conn.execute("PRAGMA max_page_count = " + str(conn.execute("PRAGMA page_count").fetchone()[0]))

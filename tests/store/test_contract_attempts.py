@@ -317,3 +317,28 @@ async def test_a_failure_after_a_quiet_spell_starts_a_new_streak(store: Store, c
     current = await store.get_subscription(subscription.id)
     assert current is not None and current.state == "active"
     assert current.health.failing_since == clock.now()
+
+
+async def test_a_resent_delivery_waits_while_a_later_one_of_its_subject_is_in_flight(
+    store: Store, clock: ManualClock
+) -> None:
+    subscription = await subscribe(store, clock, endpoint_spec(ordering=Ordering.SUBJECT, retry_schedule=()))
+    await append(store, clock, order("x1", subject="x"), order("x2", subject="x"))
+    [x1] = await lease(store, clock, subscription.id, limit=10)
+    settle = Settle(x1.delivery_id, x1.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED)
+    await record(store, clock, failed(x1, clock, settle=settle))
+    [x2] = await lease(store, clock, subscription.id, limit=10)  # the dead head released the next
+    await store.resend_delivery(x1.delivery_id, now=clock.now())
+    assert await lease(store, clock, subscription.id, limit=10) == []  # one delivery of a subject at a time
+    await record(store, clock, succeeded(x2, clock))
+    [again] = await lease(store, clock, subscription.id, limit=10)
+    assert again.delivery_id == x1.delivery_id
+
+
+async def test_dead_rows_in_front_do_not_hide_live_ones(store: Store, clock: ManualClock) -> None:
+    subscription = await subscribe(store, clock, endpoint_spec(max_pending_age=timedelta(hours=1)))
+    await append(store, clock, *(order(f"old-{n}") for n in range(30)))
+    clock.advance(timedelta(hours=2))
+    await append(store, clock, order("fresh"))
+    [leased] = await lease(store, clock, subscription.id, limit=5)  # 30 expire on the way to it
+    assert leased.event.event.id == "fresh"
