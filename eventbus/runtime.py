@@ -12,6 +12,7 @@ from aiohttp import web
 from eventbus import __version__
 from eventbus.auth import KeyRing
 from eventbus.bus.deliveries import Deliveries
+from eventbus.bus.destinations import DestinationKind
 from eventbus.bus.dispatch import Dispatcher, DispatchSettings
 from eventbus.bus.groups import ConsumerGroups
 from eventbus.bus.keys import ApiKeys
@@ -35,6 +36,7 @@ from eventbus.plugin.manager import Plugins, load_plugins
 from eventbus.store import open_store
 from eventbus.store.keys import key_store_of
 from eventbus.store.sources import source_store_of
+from eventbus.store.state import state_store_of
 
 log = structlog.get_logger("eventbus.server")
 
@@ -71,6 +73,12 @@ class EventBusServer:
         )
         self.kinds = KindRegistry()
         self.kinds.add(WebhookKind(self.egress, self.policy))
+        destinations = self.plugins.destinations()
+        for name in destinations.names:
+            destination = destinations.get(name)
+            if destination is not None:
+                state = state_store_of(self.store)
+                self.kinds.add(DestinationKind(destination, self.plugins, self.egress, state, self.bus.clock))
         self.dispatcher = Dispatcher(self.bus, self.kinds, dispatch)
         # `--api-key` plus the stored keys (loaded in `start`, kept current by `ApiKeys` on create and revoke).
         self.keys = KeyRing.single(settings.api_key)

@@ -90,6 +90,8 @@ class Dispatcher:
         self._in_flight: dict[str, int] = {}
         self._total_in_flight = 0
         self._buckets: dict[str, TokenBucket] = {}
+        # Limits a kind shares between subscriptions (e.g. one provider account), by (kind, key); few and small.
+        self._shared_buckets: dict[tuple[str, str], TokenBucket] = {}
         self._slot_freed: dict[str, asyncio.Event] = {}  # per subscription: one of its slots (or global room) freed
         self._wake = bus.store.wakeups.register_any()
         self._task: asyncio.Task[None] | None = None
@@ -201,13 +203,13 @@ class Dispatcher:
                 # delivery waits at most that many attempt timeouts, within its lease.
                 want = min(limit * (self.settings.lease_ahead - 1) - len(queue), self.settings.lease_batch)
                 now = clock.now()
-                bucket = self._bucket(subscription, now)
+                buckets = self._limits(subscription, kind, now)
                 wake_at = None
-                if bucket is not None:
+                if buckets:
                     # Rate-limited: lease no more than can be sent now (tokens are taken as each send starts).
-                    want = min(want, bucket.available(now))
+                    want = min(want, *(b.available(now) for b in buckets))
                     if want <= 0:
-                        wake_at = bucket.next_token_at(now)
+                        wake_at = max(b.next_token_at(now) for b in buckets)
                 # Lease in batches: when the queue has room for a concurrency's worth, or is empty.
                 if not exhausted and want > 0 and (want >= limit or not queue):
                     leased = await self._lease(subscription, kind, want, now)
@@ -261,16 +263,16 @@ class Dispatcher:
         limit = sender.subscription.max_concurrency or sender.kind.default_max_concurrency
         timeout = sender.kind.attempt_timeout(sender.subscription)
         now = self.bus.clock.now()
-        bucket = self._buckets.get(subscription_id) if sender.subscription.rate_limit else None
+        buckets = self._limits(sender.subscription, sender.kind, now)
         stale: list[LeasedDelivery] = []
         while sender.queue and self.in_flight(subscription_id) < limit and self._has_room():
-            if bucket is not None and bucket.available(now) < 1:
+            if any(b.available(now) < 1 for b in buckets):
                 break  # the pump wakes at the next token
             delivery = sender.queue.popleft()
             if delivery.lease_expires_at - now < timeout + self.settings.lease_margin / 2:
                 stale.append(delivery)  # queued too long (a slow destination): sending could outlive the lease
                 continue
-            if bucket is not None:
+            for bucket in buckets:
                 bucket.take(1)
             self._start_send(sender.subscription, sender.kind, delivery)
         if stale:
@@ -278,6 +280,21 @@ class Dispatcher:
 
     def _has_room(self) -> bool:
         return self._total_in_flight < self.settings.max_in_flight
+
+    def _limits(self, subscription: Subscription, kind: DeliveryKind, now: datetime) -> list[TokenBucket]:
+        """The rate limits a send of this subscription must fit: its own, and one its kind shares by key."""
+        buckets = []
+        own = self._bucket(subscription, now)
+        if own is not None:
+            buckets.append(own)
+        shared = kind.shared_rate_limit(subscription)
+        if shared is not None:
+            key, rate = shared
+            bucket = self._shared_buckets.get((kind.name, key))
+            if bucket is None or bucket.rate != rate:
+                bucket = self._shared_buckets[kind.name, key] = TokenBucket(rate, now)
+            buckets.append(bucket)
+        return buckets
 
     def _bucket(self, subscription: Subscription, now: datetime) -> TokenBucket | None:
         if not subscription.rate_limit:
@@ -466,4 +483,5 @@ class Dispatcher:
             probe=delivery.probe,
             manual=delivery.manual,
             disable_reason=disable_reason,
+            alert=result.alert and result.verdict is SendVerdict.RETRY,
         )

@@ -31,6 +31,7 @@ class SendResult:
     response_body: bytes = b""
     retry_after: timedelta | None = None  # the destination asked for this delay (Retry-After)
     slow_failure: bool = False  # a timeout or a 429: the next retry waits at least 60 s
+    alert: bool = False  # the operator must act (e.g. credentials refused): `failing` at the streak's first failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,10 @@ class DeliveryKind(Protocol):
 
     def attempt_timeout(self, subscription: Subscription) -> timedelta:
         """The longest one try may take; leases last longer than this."""
+        ...
+
+    def shared_rate_limit(self, subscription: Subscription) -> tuple[str, float] | None:
+        """A (key, per-second rate) shared by every subscription of this kind with the same key, or None."""
         ...
 
     async def send(self, subscription: Subscription, delivery: LeasedDelivery, *, now: datetime) -> SendResult:

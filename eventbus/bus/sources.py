@@ -104,6 +104,19 @@ class Sources:
         except Exception as exc:
             raise InvalidArgumentError.for_field("secrets", f"connector {connector!r} refused them: {exc}") from exc
 
+    def _new_secret(self, connector: str) -> str:
+        """A generated secret, in the connector's own form when it has one (`generate_secret`), e.g. URL-safe."""
+        make = getattr(self.connectors.get(connector), "generate_secret", None)
+        if make is None:
+            return generate_secret()
+        try:
+            secret = make()
+        except Exception as exc:
+            raise InvalidArgumentError.for_field("secrets", f"connector {connector!r} cannot make one: {exc}") from exc
+        if not isinstance(secret, str) or not secret:
+            raise InvalidArgumentError.for_field("secrets", f"connector {connector!r} made no secret: give one")
+        return secret
+
     async def find(self, ref: str) -> Source:
         """By `src_` id or by name."""
         found = await self.store.get_source(ref) if is_id(ref, "src") else await self.store.find_source(ref)
@@ -118,7 +131,7 @@ class Sources:
             )
         options = self._validate_options(spec.connector, spec.options or {})
         _check_rate(spec.rate_limit)
-        secrets = list(spec.secrets or []) or [generate_secret()]
+        secrets = list(spec.secrets or []) or [self._new_secret(spec.connector)]
         _check_secrets(secrets)
         self._check_connector_secrets(spec.connector, secrets)
         source = await self.store.create_source(
@@ -178,10 +191,10 @@ class Sources:
 
     async def rotate_secret(self, ref: str, new_secret: str | None = None) -> SourceInfo:
         """A new secret verifies from now on; the current one keeps verifying for 24 h (senders switch over)."""
-        secret = new_secret or generate_secret()
+        connector = (await self.find(ref)).connector
+        secret = new_secret or self._new_secret(connector)
         _check_secrets([secret])
-        if new_secret:
-            self._check_connector_secrets((await self.find(ref)).connector, [secret])
+        self._check_connector_secrets(connector, [secret])
         for attempt in range(CONFLICT_RETRIES):
             source = await self.find(ref)
             now = self.bus.clock.now()

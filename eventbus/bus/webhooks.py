@@ -186,6 +186,9 @@ class WebhookKind:
     def attempt_timeout(self, subscription: Subscription) -> timedelta:
         return timedelta(seconds=float(str(subscription.options.get("timeout", DEFAULT_TIMEOUT))))
 
+    def shared_rate_limit(self, subscription: Subscription) -> tuple[str, float] | None:
+        return None  # an endpoint's only limit is its own `rate_limit`
+
     async def send(self, subscription: Subscription, delivery: LeasedDelivery, *, now: datetime) -> SendResult:
         options = subscription.options
         signing_key = subscription.secrets.get("signing_key")

@@ -214,22 +214,37 @@ class EgressClient:
         timeout: float,  # noqa: ASYNC109
     ) -> EgressResponse:
         """POST `body` and return the answer; connect, send and the capped body read all fit in `timeout`."""
+        return await self.request("POST", url, body, headers, timeout=timeout)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        body_limit: int | None = None,
+    ) -> EgressResponse:
+        """One request; the answer's body is kept up to `body_limit` bytes (default: the excerpt size, 4 KiB)."""
         session = self.session
         started = time.monotonic()
         refusals: list[str] = []
         token = _REFUSALS.set(refusals)
+        limit = min(body_limit or self._response_body_limit, self._read_cap)
         try:
             self._refuse_legacy_literal(url, started)
             async with asyncio.timeout(timeout):
-                response = await session.post(
+                response = await session.request(
+                    method,
                     url,
-                    data=body,
+                    data=body or None,
                     headers=dict(headers),
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 )
                 try:
-                    return await self._read(response, started)
+                    return await self._read(response, started, limit)
                 except BaseException:
                     response.close()
                     raise
@@ -239,6 +254,8 @@ class EgressClient:
             raise EgressError.from_exception(
                 exc, duration=time.monotonic() - started, refusals=refusals, timeout=timeout
             ) from exc
+        except ValueError as exc:  # yarl/aiohttp refuse the URL itself
+            raise EgressError("connect", f"the URL cannot be requested: {exc}", duration=0.0) from exc
         finally:
             _REFUSALS.reset(token)
 
@@ -255,7 +272,7 @@ class EgressClient:
         if reason is not None:
             raise EgressError("ssrf", f"destination refused: {reason}", duration=time.monotonic() - started)
 
-    async def _read(self, response: aiohttp.ClientResponse, started: float) -> EgressResponse:
+    async def _read(self, response: aiohttp.ClientResponse, started: float, limit: int) -> EgressResponse:
         received = bytearray()
         while len(received) < self._read_cap:
             chunk = await response.content.read(self._read_cap - len(received))
@@ -273,9 +290,9 @@ class EgressClient:
         return EgressResponse(
             status=response.status,
             headers=headers,
-            body=bytes(received[: self._response_body_limit]),
+            body=bytes(received[:limit]),
             duration=time.monotonic() - started,
-            truncated=not complete or len(received) > self._response_body_limit,
+            truncated=not complete or len(received) > limit,
         )
 
 

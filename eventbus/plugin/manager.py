@@ -15,6 +15,7 @@ from typing import Any
 import pluggy
 import structlog
 
+from eventbus.egress.client import EgressError
 from eventbus.errors import (
     InvalidArgumentError,
     PayloadTooLargeError,
@@ -277,6 +278,8 @@ class Plugins:
             result = await destination.deliver(delivery, context)
             if not isinstance(result, DestinationResult):
                 raise TypeError(f"deliver() returned {type(result).__name__}, not DestinationResult")
+        except EgressError as exc:  # no HTTP answer from `context.request`: the receiver's failure, not a bug
+            return DestinationResult.retry(exc.message, error_class=exc.error_class)
         except Exception as exc:
             return self._failed(self.destinations().owner(destination.name), call, exc)
         return result

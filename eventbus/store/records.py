@@ -74,6 +74,7 @@ class AttemptResult:
     probe: bool = False
     manual: bool = False
     disable_reason: str | None = None  # the destination asked to be disabled (410 Gone)
+    alert: bool = False  # a failure the operator must act on: `failing` is published at once (streak's first)
 
 
 @dataclass(frozen=True, slots=True)

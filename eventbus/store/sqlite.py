@@ -41,13 +41,14 @@ from eventbus.store.rows import EVENT_COLUMNS, event_from_row
 from eventbus.store.sqlite_keys import KeyOperations
 from eventbus.store.sqlite_push import PushOperations
 from eventbus.store.sqlite_sources import SourceOperations
+from eventbus.store.sqlite_state import StateOperations
 from eventbus.store.sqlite_writer import SQLiteWriter
 
 T = TypeVar("T")
 log = structlog.get_logger("eventbus.store")
 
 
-class SQLiteStore(PushOperations, KeyOperations, SourceOperations):
+class SQLiteStore(PushOperations, KeyOperations, SourceOperations, StateOperations):
     """`Store` on one SQLite file. One server process per file (more processes: PostgreSQL)."""
 
     def __init__(self, path: str | Path, *, linger: float = 0.005, readers: int = 2) -> None:

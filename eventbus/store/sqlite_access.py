@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 class StoreAccess:
-    """Base of the mixins (`PushOperations`, `SourceOperations`, `KeyOperations`); `SQLiteStore` provides it all."""
+    """Base of the operation mixins (push, sources, keys, destination state); `SQLiteStore` provides it all."""
 
     wakeups: Wakeups
     _cache: SubscriptionCache

@@ -199,9 +199,10 @@ def _apply_health(
     if disable_reason is not None and state in ("active", "paused"):
         updates.update(state="disabled", state_reason=disable_reason, updated_at=stamp)
         change(HealthChangeKind.DISABLED, reason=disable_reason, last_error=_describe(result))
-    elif state == "active" and level > warned:
-        # At least one warning goes out before the endpoint is disabled, even when failures were sparse.
-        updates["warnings_sent"] = level
+    elif state == "active" and (level > warned or (result.alert and failures == 1)):
+        # At least one warning goes out before the endpoint is disabled, even when failures were sparse; a failure
+        # the operator must act on (credentials refused) warns at once, at the first failure of a streak.
+        updates["warnings_sent"] = max(level, warned)
         disable_at = max(from_micros(failing_since) + policy.disable_after, now)
         change(
             HealthChangeKind.FAILING,
@@ -209,6 +210,7 @@ def _apply_health(
             disable_at=disable_at.isoformat(),
             consecutive_failures=failures,
             last_error=_describe(result),
+            alert=result.error if result.alert else None,
         )
     assignments = ", ".join(f"{column} = ?" for column in updates)
     conn.execute(f"UPDATE subscriptions SET {assignments} WHERE id = ?", (*updates.values(), subscription_id))

@@ -169,9 +169,16 @@ def purge_deleted(conn: sqlite3.Connection, *, limit: int) -> int:
     ).rowcount
     if removed < limit:
         removed += conn.execute(
+            "DELETE FROM destination_state WHERE rowid IN (SELECT st.rowid FROM destination_state st JOIN "
+            "subscriptions s ON s.id = st.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+            (limit - removed,),
+        ).rowcount
+    if removed < limit:
+        removed += conn.execute(
             "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions WHERE state = 'deleted' AND "
             "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) AND "
-            "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = subscriptions.id) LIMIT ?)",
+            "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = subscriptions.id) AND "
+            "NOT EXISTS (SELECT 1 FROM destination_state st WHERE st.subscription_id = subscriptions.id) LIMIT ?)",
             (limit - removed,),
         ).rowcount
     return removed

@@ -15,6 +15,7 @@ from eventbus.bus.dispatch import DispatchSettings
 from eventbus.bus.service import BusSettings
 from eventbus.clock import ManualClock
 from eventbus.config import ServerSettings
+from eventbus.plugin import Plugins
 from eventbus.runtime import EventBusServer
 from tests.delivery.helpers import Receiver
 
@@ -48,13 +49,18 @@ class Servers:
         self.running: list[EventBusServer] = []
 
     async def start(
-        self, settings: ServerSettings | None = None, *, dispatch: DispatchSettings | None = None
+        self,
+        settings: ServerSettings | None = None,
+        *,
+        dispatch: DispatchSettings | None = None,
+        plugins: Plugins | None = None,
     ) -> EventBusServer:
         server = EventBusServer(
             settings or self.settings,
             clock=self.clock,
             bus_settings=self.bus,
             dispatch_settings=dispatch or self.dispatch,
+            plugins=plugins,
         )
         await server.start()
         self.running.append(server)

@@ -33,6 +33,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     hold: bool = False
     delay: float = 0.0
+    body: bytes = b""
 
 
 @dataclass(slots=True)
@@ -124,7 +125,7 @@ class Receiver:
                 await self._notify()
             if reply.delay and not self._closing:
                 await asyncio.sleep(reply.delay)
-            return web.Response(status=reply.status, headers=reply.headers)
+            return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
         finally:
             self.in_flight -= 1
             await self._notify()

@@ -199,7 +199,7 @@ async def test_call_destination_contains_exceptions_and_wrong_results() -> None:
     egress = EgressClient(DestinationPolicy(), user_agent="eventbus-test")
     await egress.start()
     try:
-        context = DestinationContext(http=egress.session, options={"backoff": 5}, state=MemoryState(), now=NOW)
+        context = DestinationContext(client=egress, options={"backoff": 5}, state=MemoryState(), now=NOW)
         results = [
             await plugins.call_destination(flaky, Delivery("dlv_1", "sub_1", stored, attempt, NOW), context)
             for attempt in (1, 2, 3)
