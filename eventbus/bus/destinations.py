@@ -144,6 +144,8 @@ class DestinationKind:
             now=now,
             subscription_id=subscription.id,
             deadline=self.timeout,
+            # Kept under "<kind>/<scope>" where a subscription's state is under its id: the two never meet.
+            scopes=lambda scope: StoredState(self._state, f"{self.name}/{scope}", self._clock),
         )
         handed = Delivery(
             delivery_id=delivery.delivery_id,

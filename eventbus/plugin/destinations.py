@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,6 +32,7 @@ __all__ = [
 HttpResponse = EgressResponse
 HttpError = EgressError
 MAX_RESPONSE_EXCERPT = 64 * 1024
+_SCOPE = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,10 @@ class DestinationContext:
     refused unless the operator allowed them, no redirects followed, the answer read up to a cap within the
     timeout); `http` is that client's aiohttp session, for what `request` cannot do. `options` are the
     subscription's, as `validate_options` returned them, secret options included. `state` is the
-    subscription's persistent key-value state. `now` is the core clock's time when the attempt started;
-    `deadline` (seconds) is what is left of the attempt's time when `deliver` is called.
+    subscription's persistent key-value state; `shared_state(scope)` one shared by every subscription of this
+    destination kind that names the same scope (e.g. one OAuth authorization used by several subscriptions).
+    `now` is the core clock's time when the attempt started; `deadline` (seconds) is what is left of the
+    attempt's time when `deliver` is called.
     """
 
     client: EgressClient
@@ -82,10 +86,21 @@ class DestinationContext:
     now: datetime
     subscription_id: str = ""
     deadline: float = 30.0
+    scopes: Callable[[str], KeyValueState] | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
         return self.client.session
+
+    def shared_state(self, scope: str) -> KeyValueState:
+        """The persistent key-value state of `scope` (1-100 characters of `[A-Za-z0-9._:-]`), shared by every
+        subscription of this destination kind, in every process, that names it. Derive the scope from what the
+        subscriptions share (a digest of an account or an authorization), never from a secret itself."""
+        if not _SCOPE.fullmatch(scope):
+            raise ValueError("a state scope is 1-100 characters of [A-Za-z0-9._:-]")
+        if self.scopes is None:
+            raise RuntimeError("this context has no shared state (build it with scopes=...)")
+        return self.scopes(scope)
 
     async def request(
         self,

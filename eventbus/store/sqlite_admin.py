@@ -113,7 +113,8 @@ def set_state(
     if previous == SubscriptionState.DISABLED and state != SubscriptionState.DISABLED:
         conn.execute(
             "UPDATE subscriptions SET circuit = 'closed', consecutive_failures = 0, failing_since = NULL, "
-            "warnings_sent = 0, circuit_opened_at = NULL, next_probe_at = NULL, failed_probes = 0 WHERE id = ?",
+            "warnings_sent = 0, circuit_opened_at = NULL, next_probe_at = NULL, failed_probes = 0, alerted = 0 "
+            "WHERE id = ?",
             (subscription_id,),
         )
         changes.append(HealthChange(HealthChangeKind.ENABLED, subscription_id, kind, now, {"was": previous}))

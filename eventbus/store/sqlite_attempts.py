@@ -148,12 +148,12 @@ def _apply_health(
 ) -> list[HealthChange]:
     row = conn.execute(
         "SELECT kind, state, circuit, consecutive_failures, failing_since, warnings_sent, failed_probes, "
-        "last_failure_at FROM subscriptions WHERE id = ?",
+        "last_failure_at, alerted FROM subscriptions WHERE id = ?",
         (subscription_id,),
     ).fetchone()
     if row is None or result.healthy is None:
         return []
-    kind, state, circuit, failures, failing_since, warned, failed_probes, last_failure = row
+    kind, state, circuit, failures, failing_since, warned, failed_probes, last_failure, alerted = row
     stamp = to_micros(now)
     changes: list[HealthChange] = []
 
@@ -163,10 +163,11 @@ def _apply_health(
     if result.healthy:
         if circuit == "open":
             change(HealthChangeKind.CIRCUIT_CLOSED, consecutive_failures=failures)
-        if circuit == "open" or failures or failing_since is not None:
+        if circuit == "open" or failures or failing_since is not None or alerted:
             conn.execute(
                 "UPDATE subscriptions SET circuit = 'closed', consecutive_failures = 0, failing_since = NULL, "
-                "warnings_sent = 0, circuit_opened_at = NULL, next_probe_at = NULL, failed_probes = 0 WHERE id = ?",
+                "warnings_sent = 0, circuit_opened_at = NULL, next_probe_at = NULL, failed_probes = 0, alerted = 0 "
+                "WHERE id = ?",
                 (subscription_id,),
             )
         return changes
@@ -174,12 +175,13 @@ def _apply_health(
     gap = policy.failing_gap // timedelta(microseconds=1)
     if failing_since is None or (last_failure is not None and stamp - last_failure > gap):
         # A new failing streak: one after a long quiet spell is not five days of failure.
-        failing_since, warned = stamp, 0
+        failing_since, warned, alerted = stamp, 0, 0
     updates: dict[str, object] = {
         "consecutive_failures": failures,
         "failing_since": failing_since,
         "last_failure_at": stamp,
         "warnings_sent": warned,
+        "alerted": alerted,
     }
     if circuit == "closed" and failures >= policy.failure_threshold:
         updates.update(circuit="open", circuit_opened_at=stamp, failed_probes=0)
@@ -199,10 +201,11 @@ def _apply_health(
     if disable_reason is not None and state in ("active", "paused"):
         updates.update(state="disabled", state_reason=disable_reason, updated_at=stamp)
         change(HealthChangeKind.DISABLED, reason=disable_reason, last_error=_describe(result))
-    elif state == "active" and (level > warned or (result.alert and failures == 1)):
+    elif state == "active" and (level > warned or (result.alert and not alerted)):
         # At least one warning goes out before the endpoint is disabled, even when failures were sparse; a failure
-        # the operator must act on (credentials refused) warns at once, at the first failure of a streak.
+        # the operator must act on (credentials refused) warns at once, once per failing streak.
         updates["warnings_sent"] = max(level, warned)
+        updates["alerted"] = 1 if result.alert else alerted
         disable_at = max(from_micros(failing_since) + policy.disable_after, now)
         change(
             HealthChangeKind.FAILING,

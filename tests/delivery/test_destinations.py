@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -426,3 +427,48 @@ async def test_subscriptions_of_a_destination_kind_are_listed_explained_and_reco
     await wait_state(server, delivery.delivery_id, "succeeded")
     page = await server.services.subscriptions.list_page(kind="scripted")
     assert [s.subscription.id for s in page[0]] == [sub]
+
+
+async def test_a_shared_state_is_seen_by_every_subscription_naming_its_scope(
+    server: EventBusServer, scripted: Scripted
+) -> None:
+    seen: dict[str, tuple[str | None, str | None]] = {}
+
+    async def share(delivery: Delivery, context: DestinationContext) -> DestinationResult:
+        account = context.shared_state(f"acct-{context.options['account']}")
+        before = await account.get("token")
+        if before is None:
+            await account.set("token", f"set-by-{context.subscription_id}")
+        seen[context.subscription_id] = (before, await context.state.get("token"))
+        return DestinationResult.success()
+
+    scripted.default = share
+    first = await subscribe(server)
+    [published] = await publish(server, order(1))
+    await wait_state(server, (await delivery_of(server, first, published.event_id)).delivery_id, "succeeded")
+    second = await subscribe(server)  # the same account
+    other = await subscribe(server, account="other")
+    [published] = await publish(server, order(2))
+    for sub in (second, other):
+        await wait_state(server, (await delivery_of(server, sub, published.event_id)).delivery_id, "succeeded")
+    assert seen[second] == (f"set-by-{first}", None)  # the scope's value; its own state is apart
+    assert seen[other][0] is None  # another scope
+    context = await _context_of(server, first)
+    with pytest.raises(ValueError):
+        context.shared_state("not a scope!")
+
+
+async def _context_of(server: EventBusServer, subscription_id: str) -> DestinationContext:
+    captured: list[DestinationContext] = []
+    kind = server.kinds.find("scripted")
+    assert kind is not None
+    destination: Any = kind.destination
+
+    async def grab(delivery: Delivery, context: DestinationContext) -> DestinationResult:
+        captured.append(context)
+        return DestinationResult.success()
+
+    destination.script.append(grab)
+    [published] = await publish(server, order(3))
+    await wait_state(server, (await delivery_of(server, subscription_id, published.event_id)).delivery_id, "succeeded")
+    return captured[0]

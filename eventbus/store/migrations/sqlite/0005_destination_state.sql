@@ -1,4 +1,4 @@
--- The small persistent key-value state of plugin destinations (e.g. a refreshed OAuth token), per subscription.
+-- Plugin destinations. The small persistent key-value state of plugin destinations (e.g. a refreshed OAuth token), per subscription.
 -- Removed with the subscription when it is purged.
 
 CREATE TABLE destination_state (
@@ -10,3 +10,6 @@ CREATE TABLE destination_state (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (subscription_id, key)
 );
+
+-- A failure the operator must act on (a destination's alert) was announced in the current failing streak.
+ALTER TABLE subscriptions ADD COLUMN alerted INTEGER NOT NULL DEFAULT 0;
