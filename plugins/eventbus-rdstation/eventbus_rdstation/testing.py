@@ -123,6 +123,7 @@ class RDStationDouble:
         self.statuses: Counter[int] = Counter()  # answers per HTTP status
         self.forced: list[ForcedAnswer] = []
         self.on_token_request: Callable[[dict[str, object]], None] | None = None
+        self.echo = False  # print each accepted event (the command line turns it on)
         self._issued = 0
         self._window_start = clock()
         self._window_count = 0
@@ -266,6 +267,8 @@ class RDStationDouble:
         assert isinstance(document, dict)
         event_uuid = str(uuid.uuid4())
         self.events.append({"event_uuid": event_uuid, "via": via, **document})
+        if self.echo:  # the command line shows what RD Station would have received, one JSON line per event
+            print(json.dumps(self.events[-1], ensure_ascii=False), flush=True)
         return web.json_response({"event_uuid": event_uuid})
 
     def _count_request(self) -> web.Response | None:
@@ -363,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_window=args.rate_window,
         retry_after_header=args.retry_after,
     )
+    double.echo = True
     try:
         asyncio.run(_serve(double, args.host, args.port))
     except KeyboardInterrupt:
