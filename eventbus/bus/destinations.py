@@ -4,7 +4,7 @@ recovery, explainer) sends through them unchanged; only one try's exchange is th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -26,28 +26,40 @@ RESPONSE_EXCERPT = 4096
 
 
 class StoredState:
-    """`KeyValueState` of one subscription, kept in the store: it outlives the process and every process sees it."""
+    """`KeyValueState` of one subscription (or of a shared scope), kept in the store: it outlives the process and
+    every process sees it. `used` runs before the first access (a shared scope records who uses it)."""
 
-    def __init__(self, store: StateStore, subscription_id: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        subscription_id: str,
+        clock: Clock,
+        used: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._subscription_id = subscription_id
         self._clock = clock
+        self._used = used
 
-    @staticmethod
-    def _check_key(key: str) -> None:
+    async def _check_key(self, key: str) -> None:
         if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
             raise ValueError(f"a state key is a string of 1 to {MAX_KEY_LENGTH} characters")
+        if self._used is not None:
+            used, self._used = self._used, None
+            await used()
 
     async def get(self, key: str) -> str | None:
-        self._check_key(key)
+        await self._check_key(key)
         return await self._store.state_get(self._subscription_id, key, now=self._clock.now())
 
-    async def set(self, key: str, value: str, *, ttl: timedelta | None = None) -> None:
-        self._check_key(key)
-        if not isinstance(value, str) or len(value) > MAX_VALUE_LENGTH:
-            raise ValueError(f"a state value is a string of at most {MAX_VALUE_LENGTH} characters")
-        if ttl is not None and ttl <= timedelta(0):
-            raise ValueError("ttl must be positive")
+    async def set(self, key: str, value: str, *, ttl: timedelta | float | None = None) -> None:
+        await self._check_key(key)
+        if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_LENGTH:
+            raise ValueError(f"a state value is a string of at most {MAX_VALUE_LENGTH} bytes in UTF-8")
+        if isinstance(ttl, int | float) and not isinstance(ttl, bool):
+            ttl = timedelta(seconds=ttl)
+        if ttl is not None and (not isinstance(ttl, timedelta) or ttl <= timedelta(0)):
+            raise ValueError("ttl must be a positive timedelta or number of seconds")
         now = self._clock.now()
         stored = await self._store.state_set(
             self._subscription_id, key, value, expires_at=now + ttl if ttl is not None else None, now=now
@@ -56,7 +68,7 @@ class StoredState:
             raise ValueError(f"the subscription's state holds {MAX_KEYS} keys already: delete one first")
 
     async def delete(self, key: str) -> None:
-        self._check_key(key)
+        await self._check_key(key)
         await self._store.state_delete(self._subscription_id, key)
 
 
@@ -81,6 +93,7 @@ class DestinationKind:
         self.default_max_concurrency = int(_bounded(getattr(destination, "default_max_concurrency", 10), 1, 100, 10))
         self.timeout = float(_bounded(getattr(destination, "timeout", DEFAULT_TIMEOUT), 1, MAX_TIMEOUT, 30))
         self._rates: dict[str, tuple[datetime | None, tuple[str, float] | None]] = {}
+        self._scope_users: set[tuple[str, str]] = set()  # (scope key, subscription id) recorded in the store
 
     async def prepare(
         self, options: Mapping[str, object], *, existing: Subscription | None, now: datetime
@@ -136,6 +149,21 @@ class DestinationKind:
         self._rates[subscription.id] = (subscription.updated_at, limit)
         return limit
 
+    def _scope_state(self, scope: str, subscription_id: str) -> StoredState:
+        """A shared scope's state, kept under "<kind>/<scope>" where a subscription's is under its id (the two
+        never meet); the first use by a subscription in this process records it as a user of the scope."""
+        key = f"{self.name}/{scope}"
+        if (key, subscription_id) in self._scope_users:
+            return StoredState(self._state, key, self._clock)
+
+        async def used() -> None:
+            await self._state.state_use(key, subscription_id)
+            if len(self._scope_users) > 100_000:
+                self._scope_users.clear()
+            self._scope_users.add((key, subscription_id))
+
+        return StoredState(self._state, key, self._clock, used)
+
     async def send(self, subscription: Subscription, delivery: LeasedDelivery, *, now: datetime) -> SendResult:
         context = DestinationContext(
             client=self._client,
@@ -144,8 +172,7 @@ class DestinationKind:
             now=now,
             subscription_id=subscription.id,
             deadline=self.timeout,
-            # Kept under "<kind>/<scope>" where a subscription's state is under its id: the two never meet.
-            scopes=lambda scope: StoredState(self._state, f"{self.name}/{scope}", self._clock),
+            scopes=lambda scope: self._scope_state(scope, subscription.id),
         )
         handed = Delivery(
             delivery_id=delivery.delivery_id,

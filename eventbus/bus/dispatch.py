@@ -7,7 +7,6 @@ concurrency slots; deliveries are leased in small batches, never read all at onc
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Coroutine
@@ -19,6 +18,7 @@ import structlog
 
 from eventbus.bus.health import system_events
 from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
+from eventbus.bus.ratelimit import TokenBucket
 from eventbus.bus.retry import next_retry_at
 from eventbus.bus.service import Bus
 from eventbus.clock import first_of
@@ -37,34 +37,6 @@ class DispatchSettings:
     poll_every: timedelta = timedelta(seconds=1)  # wake-ups are hints; polling is the truth
     stop_grace: float = 5.0  # seconds in-flight sends get to finish at shutdown
     health: HealthPolicy = field(default_factory=HealthPolicy)
-
-
-class TokenBucket:
-    """`rate` per second with a burst of one second's worth (at least 1), refilled from the injected clock."""
-
-    def __init__(self, rate: float, now: datetime) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
-        self.updated = now
-
-    def _refill(self, now: datetime) -> None:
-        elapsed = (now - self.updated).total_seconds()
-        if elapsed > 0:
-            self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
-            self.updated = now
-
-    def available(self, now: datetime) -> int:
-        self._refill(now)
-        return math.floor(self.tokens + 1e-9)
-
-    def take(self, count: int) -> None:
-        self.tokens -= count
-
-    def next_token_at(self, now: datetime) -> datetime:
-        self._refill(now)
-        missing = max(0.0, 1.0 - self.tokens)
-        return now + timedelta(seconds=missing / self.rate)
 
 
 @dataclass(slots=True)
@@ -92,6 +64,7 @@ class Dispatcher:
         self._buckets: dict[str, TokenBucket] = {}
         # Limits a kind shares between subscriptions (e.g. one provider account), by (kind, key); few and small.
         self._shared_buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._shared_rates: dict[tuple[str, str], dict[str, float]] = {}  # by key: each subscription's rate
         self._slot_freed: dict[str, asyncio.Event] = {}  # per subscription: one of its slots (or global room) freed
         self._wake = bus.store.wakeups.register_any()
         self._task: asyncio.Task[None] | None = None
@@ -193,6 +166,8 @@ class Dispatcher:
                 kind = self.kinds.find(subscription.kind) if subscription is not None else None
                 if subscription is None or kind is None or subscription.state != "active":
                     self._buckets.pop(subscription_id, None)
+                    for rates in self._shared_rates.values():  # its rate no longer holds the others back
+                        rates.pop(subscription_id, None)
                     return
                 self._senders[subscription_id] = _Sender(subscription, kind, queue, changed)
                 self._fill_slots(subscription_id)
@@ -289,10 +264,17 @@ class Dispatcher:
             buckets.append(own)
         shared = kind.shared_rate_limit(subscription)
         if shared is not None:
-            key, rate = shared
-            bucket = self._shared_buckets.get((kind.name, key))
-            if bucket is None or bucket.rate != rate:
-                bucket = self._shared_buckets[kind.name, key] = TokenBucket(rate, now)
+            key, rate = (kind.name, shared[0]), shared[1]
+            # Subscriptions sharing a key may ask for different rates: the lowest holds for all of them, and a
+            # change of rate keeps the tokens already spent (a bucket is never refilled by a change).
+            rates = self._shared_rates.setdefault(key, {})
+            rates[subscription.id] = rate
+            lowest = min(rates.values())
+            bucket = self._shared_buckets.get(key)
+            if bucket is None:
+                bucket = self._shared_buckets[key] = TokenBucket(lowest, now)
+            elif bucket.rate != lowest:
+                bucket.retune(lowest, now)
             buckets.append(bucket)
         return buckets
 

@@ -13,7 +13,7 @@ from datetime import datetime
 import structlog
 from aiohttp import web
 
-from eventbus.bus.dispatch import TokenBucket
+from eventbus.bus.ratelimit import TokenBucket
 from eventbus.bus.service import MAX_BATCH, MAX_BATCH_BYTES, Bus
 from eventbus.errors import FieldViolation, NotFoundError, PermissionDeniedError, RequestTimeoutError, UnavailableError
 from eventbus.http.events import read_body

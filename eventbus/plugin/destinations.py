@@ -57,8 +57,8 @@ class KeyValueState(Protocol):
         """The value of `key`, or None when absent or expired."""
         ...
 
-    async def set(self, key: str, value: str, *, ttl: timedelta | None = None) -> None:
-        """Store `value` under `key`; with `ttl` it expires that long after now."""
+    async def set(self, key: str, value: str, *, ttl: timedelta | float | None = None) -> None:
+        """Store `value` under `key`; with `ttl` (a timedelta or seconds) it expires that long after now."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -58,3 +58,11 @@ class StateOperations(StoreAccess):
                 "DELETE FROM destination_state WHERE subscription_id = ? AND key = ?", (subscription_id, key)
             )
         )
+
+    async def state_use(self, scope: str, subscription_id: str) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO destination_scope_users (scope, subscription_id) VALUES (?, ?)",
+                (scope, subscription_id),
+            )
+        )

@@ -174,11 +174,26 @@ def purge_deleted(conn: sqlite3.Connection, *, limit: int) -> int:
             (limit - removed,),
         ).rowcount
     if removed < limit:
+        # Shared scopes: a purged subscription no longer uses any; a scope nobody uses any more goes.
+        removed += conn.execute(
+            "DELETE FROM destination_scope_users WHERE rowid IN (SELECT u.rowid FROM destination_scope_users u "
+            "JOIN subscriptions s ON s.id = u.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+            (limit - removed,),
+        ).rowcount
+    if removed < limit:
+        removed += conn.execute(
+            "DELETE FROM destination_state WHERE rowid IN (SELECT st.rowid FROM destination_state st "
+            "WHERE st.subscription_id LIKE '%/%' AND NOT EXISTS (SELECT 1 FROM destination_scope_users u "
+            "WHERE u.scope = st.subscription_id) LIMIT ?)",
+            (limit - removed,),
+        ).rowcount
+    if removed < limit:
         removed += conn.execute(
             "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions WHERE state = 'deleted' AND "
             "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) AND "
             "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = subscriptions.id) AND "
-            "NOT EXISTS (SELECT 1 FROM destination_state st WHERE st.subscription_id = subscriptions.id) LIMIT ?)",
+            "NOT EXISTS (SELECT 1 FROM destination_state st WHERE st.subscription_id = subscriptions.id) AND "
+            "NOT EXISTS (SELECT 1 FROM destination_scope_users u WHERE u.subscription_id = subscriptions.id) LIMIT ?)",
             (limit - removed,),
         ).rowcount
     return removed

@@ -29,6 +29,11 @@ class StateStore(Protocol):
 
     async def state_delete(self, subscription_id: str, key: str) -> None: ...
 
+    async def state_use(self, scope: str, subscription_id: str) -> None:
+        """Record that the subscription uses the shared scope (whose values are kept under `scope` as if it
+        were a subscription id): they are removed once every subscription that used it is purged."""
+        ...
+
 
 def state_store_of(store: object) -> StateStore:
     """The store's destination-state operations; a backend without them cannot serve plugin destinations."""

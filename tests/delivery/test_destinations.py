@@ -453,7 +453,17 @@ async def test_a_shared_state_is_seen_by_every_subscription_naming_its_scope(
         await wait_state(server, (await delivery_of(server, sub, published.event_id)).delivery_id, "succeeded")
     assert seen[second] == (f"set-by-{first}", None)  # the scope's value; its own state is apart
     assert seen[other][0] is None  # another scope
-    context = await _context_of(server, first)
+
+    # A scope's values stay while one subscription that used it is left, and go with the last one.
+    store, now = server.store, server.bus.clock.now()
+    await server.services.subscriptions.delete(first)
+    await store.purge_deleted(limit=1000)
+    assert await store.state_get("scripted/acct-acme", "token", now=now) == f"set-by-{first}"
+    await server.services.subscriptions.delete(second)
+    await store.purge_deleted(limit=1000)
+    assert await store.state_get("scripted/acct-acme", "token", now=now) is None
+    assert await store.state_get("scripted/acct-other", "token", now=now) is not None
+    context = await _context_of(server, other)
     with pytest.raises(ValueError):
         context.shared_state("not a scope!")
 
@@ -472,3 +482,22 @@ async def _context_of(server: EventBusServer, subscription_id: str) -> Destinati
     [published] = await publish(server, order(3))
     await wait_state(server, (await delivery_of(server, subscription_id, published.event_id)).delivery_id, "succeeded")
     return captured[0]
+
+
+async def test_subscriptions_sharing_a_key_with_different_rates_get_the_lowest(
+    server: EventBusServer, scripted: Scripted, clock: ManualClock
+) -> None:
+    fast = await subscribe(server, rate=1)
+    slow = await subscribe(server, rate=0.5)
+    await publish(server, *(order(n) for n in range(5)))  # 10 deliveries on one key
+    await scripted.wait_calls(1)
+    await settle(server, rounds=5)
+    assert len(scripted.calls) == 1  # one burst token, whoever took it: a rate change never refills the bucket
+    clock.advance(timedelta(seconds=1))
+    await settle(server, rounds=5)
+    assert len(scripted.calls) == 1  # 0.5 per second: half a token
+    clock.advance(timedelta(seconds=1))
+    await scripted.wait_calls(2)
+    await settle(server, rounds=5)
+    assert len(scripted.calls) == 2
+    assert {handed.subscription_id for handed, _ in scripted.calls} <= {fast, slow}
