@@ -120,7 +120,7 @@ class DestinationContext:
         """
         send_headers = dict(headers or {})
         if json_body is not None:
-            body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+            body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             send_headers.setdefault("Content-Type", "application/json")
         return await self.client.request(
             method,
