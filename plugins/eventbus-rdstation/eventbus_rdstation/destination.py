@@ -1,7 +1,8 @@
 """The `rdstation` destination: each delivered event becomes an RD Station event (a conversion, a sale...).
 
 With an API key it posts conversions to `/platform/conversions`; with an OAuth2 app it posts any event type to
-`/platform/events`, keeping the access token (and the rotated refresh token) in the subscription's state.
+`/platform/events`, keeping the access token (and the rotated refresh token) in a state shared by the
+subscriptions of one authorization (`oauth.py`).
 RD's answers map to results: 2xx success; a refused event (400, 409, 413, 422) is rejected with RD's reason;
 401/403 retry with an alert (credentials or plan); 429 retries after RD's delay; 5xx and the rest retry.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping as AnyMapping
@@ -26,7 +29,7 @@ from eventbus.plugin.destinations import (
     RateLimit,
 )
 from eventbus_rdstation.mapping import Mapping, MappingError
-from eventbus_rdstation.oauth import Credentials, TokenKeeper
+from eventbus_rdstation.oauth import Credentials, TokenKeeper, load_tokens, scrub
 from eventbus_rdstation.rd_errors import describe, parse_errors, rate_limit_delay, retry_after
 
 __all__ = ["DEFAULT_BASE_URL", "MAX_BODY_BYTES", "OPTIONS", "RDStationDestination", "Settings"]
@@ -35,9 +38,20 @@ DEFAULT_BASE_URL = "https://api.rd.services"
 DEFAULT_RATE_PER_MINUTE = 120  # RD's per-account limit on the Light, Basic and Pro plans (specs.md §3.3)
 MAX_RATE_PER_MINUTE = 10_000
 MAX_BODY_BYTES = 200_000  # "0.2 MB", RD's documented request body limit
-OPTIONS = ("base_url", "api_key", "client_id", "client_secret", "refresh_token", "mapping", "rate_limit_per_minute")
+OPTIONS = (
+    "base_url",
+    "api_key",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "mapping",
+    "rate_limit_per_minute",
+    "account",
+)
 _OAUTH = ("client_id", "client_secret", "refresh_token")
 _MAX_CREDENTIAL = 4096
+_ACCOUNT = re.compile(r"[A-Za-z0-9._@-]{1,100}")
+_LOOPBACK_NAMES = frozenset({"localhost"})
 # RD explained why it refused this event: retrying the same body cannot help.
 _REJECTED = frozenset({400, 409, 413, 422})
 # Rejected only when RD explains them (an error_type); bare, they say the URL or protocol is wrong, not the event.
@@ -53,6 +67,7 @@ class Settings:
     rate_limit_per_minute: int
     api_key: str | None = None
     oauth: Credentials | None = None
+    account: str | None = None
 
     @classmethod
     def parse(cls, options: AnyMapping[str, object]) -> Settings:
@@ -65,6 +80,7 @@ class Settings:
             raise _bad("mapping", 'required: {"event_type": "CONVERSION", "payload": {"email": "$.data.email", ...}}')
         mapping = Mapping.parse(options["mapping"], "options.mapping")
         rate = _rate(options.get("rate_limit_per_minute", DEFAULT_RATE_PER_MINUTE))
+        account = _account(options.get("account"))
         api_key = _credential(options, "api_key")
         given = [name for name in _OAUTH if options.get(name) is not None]
         if api_key is not None:
@@ -76,7 +92,7 @@ class Settings:
                     f"an API key only sends CONVERSION events; {mapping.event_type} needs the OAuth2 client "
                     "(client_id, client_secret, refresh_token)",
                 )
-            return cls(base_url, mapping, rate, api_key=api_key)
+            return cls(base_url, mapping, rate, api_key=api_key, account=account)
         if not given:
             raise InvalidArgumentError.for_field(
                 "options",
@@ -86,7 +102,8 @@ class Settings:
             if name not in given:
                 raise _bad(name, f"required with {', '.join(given)}: OAuth2 needs {', '.join(_OAUTH)}")
         client_id, client_secret, refresh_token = (_credential(options, name) or "" for name in _OAUTH)
-        return cls(base_url, mapping, rate, oauth=Credentials(base_url, client_id, client_secret, refresh_token))
+        credentials = Credentials(base_url, client_id, client_secret, refresh_token)
+        return cls(base_url, mapping, rate, oauth=credentials, account=account)
 
     def options(self) -> dict[str, object]:
         result: dict[str, object] = {
@@ -94,6 +111,8 @@ class Settings:
             "mapping": self.mapping.options(),
             "rate_limit_per_minute": self.rate_limit_per_minute,
         }
+        if self.account is not None:
+            result["account"] = self.account
         if self.api_key is not None:
             result["api_key"] = self.api_key
         if self.oauth is not None:
@@ -106,9 +125,22 @@ class Settings:
 
     @property
     def account_key(self) -> str:
-        """The RD account the rate is shared by: a digest of where and as whom, never a credential in clear."""
-        who = self.api_key if self.api_key is not None else self.oauth.client_id if self.oauth else ""
-        return "rdstation:" + hashlib.sha256(f"{self.base_url}\n{who}".encode()).hexdigest()[:16]
+        """The RD account the rate is shared by: a digest, never a credential in clear.
+
+        With `account`, (base_url, account): every subscription labelled with it shares one budget, whatever its
+        credentials. Without, the credentials stand for the account: (base_url, api_key), or for OAuth the
+        authorization (base_url, client_id, the option refresh_token), since one app may be authorized by many
+        customers' accounts, which must not throttle each other.
+        """
+        if self.account is not None:
+            parts: tuple[str, ...] = ("account", self.base_url, self.account)
+        elif self.api_key is not None:
+            parts = ("api_key", self.base_url, self.api_key)
+        elif self.oauth is not None:
+            parts = ("oauth", self.base_url, self.oauth.client_id, self.oauth.refresh_token)
+        else:
+            parts = ("none", self.base_url)
+        return "rdstation:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -142,17 +174,37 @@ class RDStationDestination:
             return DestinationResult.retry(
                 f"the subscription's options do not validate any more: {exc.message}", error_class="config", alert=True
             )
-        result = await self._deliver(settings, delivery, context)
-        return _scrubbed(result, settings.secrets)
+        used: list[str] = []  # the access tokens this attempt sent
+        result = await self._deliver(settings, delivery, context, used)
+        if result.reason is None:
+            return result
+        secrets = [*settings.secrets, *used]
+        if settings.oauth is not None:
+            # The chain's current tokens too: RD's answer (or a message quoting it) may echo one.
+            try:
+                stored = await load_tokens(context, settings.oauth)
+            except Exception:  # the store failing now must not turn RD's answer into a plugin failure
+                stored = None
+            if stored is not None:
+                secrets += (stored.access_token, stored.refresh_token)
+        return _scrubbed(result, secrets)
 
-    async def _deliver(self, settings: Settings, delivery: Delivery, context: DestinationContext) -> DestinationResult:
+    async def _deliver(
+        self, settings: Settings, delivery: Delivery, context: DestinationContext, used: list[str]
+    ) -> DestinationResult:
         payload = settings.mapping.build(delivery.event.event)
         if isinstance(payload, MappingError):
             return DestinationResult.reject(
                 f"the event does not map to an RD event: {payload.reason}", error_class="mapping"
             )
         envelope = {"event_type": settings.mapping.event_type, "event_family": "CDP", "payload": payload}
-        body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError:  # NaN or an infinity, which JSON cannot carry (a valid event never holds one)
+            return DestinationResult.reject(
+                "the RD event holds a number JSON cannot carry (NaN or an infinity): RD Station would refuse it",
+                error_class="mapping",
+            )
         if len(body) > MAX_BODY_BYTES:
             return DestinationResult.reject(
                 f"the RD event is {len(body)} bytes; RD Station accepts at most {MAX_BODY_BYTES} (0.2 MB)",
@@ -168,15 +220,16 @@ class RDStationDestination:
                 return _auth_refused(response, "the API key", "check that it is active in RD Station's App Publisher")
             return _classify(response, context)
         assert settings.oauth is not None
-        return await self._send_event(settings.oauth, sender, context)
+        return await self._send_event(settings.oauth, sender, context, used)
 
     async def _send_event(
-        self, credentials: Credentials, sender: _Sender, context: DestinationContext
+        self, credentials: Credentials, sender: _Sender, context: DestinationContext, used: list[str]
     ) -> DestinationResult:
         url = f"{credentials.base_url}/platform/events"
         token = await self._tokens.access_token(credentials, context, budget=sender.remaining())
         if isinstance(token, DestinationResult):
             return token
+        used.append(token.value)
         response = await sender.post(url, {"Authorization": f"Bearer {token.value}"})
         if isinstance(response, DestinationResult):
             return response
@@ -185,6 +238,7 @@ class RDStationDestination:
             token = await self._tokens.refresh(credentials, context, failed=token.value, budget=sender.remaining())
             if isinstance(token, DestinationResult):
                 return token
+            used.append(token.value)
             response = await sender.post(url, {"Authorization": f"Bearer {token.value}"})
             if isinstance(response, DestinationResult):
                 return response
@@ -263,14 +317,11 @@ def _auth_refused(response: HttpResponse, what: str, hint: str) -> DestinationRe
     )
 
 
-def _scrubbed(result: DestinationResult, secrets: tuple[str, ...]) -> DestinationResult:
-    """Credentials never reach a reason, even if a message somewhere quoted one."""
-    reason = result.reason
-    if reason is None:
+def _scrubbed(result: DestinationResult, secrets: list[str]) -> DestinationResult:
+    """Credentials and tokens never reach a reason, even if a message somewhere quoted one."""
+    if result.reason is None:
         return result
-    for secret in secrets:
-        if secret:
-            reason = reason.replace(secret, "***").replace(urllib.parse.quote(secret, safe=""), "***")
+    reason = scrub(result.reason, secrets)
     return result if reason == result.reason else dataclasses.replace(result, reason=reason)
 
 
@@ -289,11 +340,34 @@ def _base_url(value: object) -> str:
         raise _bad("base_url", f"not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise _bad("base_url", f"an http(s) URL with a host, e.g. {DEFAULT_BASE_URL}")
+    if parts.scheme == "http" and not _loopback(host):
+        raise _bad(
+            "base_url",
+            "https is required: over plain http the credentials and tokens would travel in clear "
+            "(http is allowed only to loopback: 127.0.0.0/8, ::1, localhost)",
+        )
     if "?" in value or "#" in value:
         raise _bad("base_url", "no query or fragment: the destination adds the API paths itself")
     if parts.username is not None or parts.password is not None:
         raise _bad("base_url", "no user:password@ part: credentials go in api_key or the OAuth2 options")
     return value.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower().rstrip(".") in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _account(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ACCOUNT.fullmatch(value):
+        raise _bad("account", "a label of 1 to 100 characters of [A-Za-z0-9._@-] naming the RD account")
+    return value
 
 
 def _rate(value: object) -> int:

@@ -7,6 +7,7 @@ number: phones, ids, uuids, zip codes, names, form answers (`content`) and `cust
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "LEAD_NUMBER_FIELDS",
     "LEAD_TYPE",
     "MAX_LEADS",
+    "canonical_json",
     "lead_drafts",
     "normalise_lead",
 ]
@@ -90,11 +92,19 @@ def _lead(lead: object, index: int, digest: str, now: datetime) -> Draft:
     stamp = next((s for s in stamps if isinstance(s, str) and s), None)
     time = next((t for t in map(time_of, stamps) if t is not None), now)
     if stamp is not None:
-        event_id = digest_id(subject, identifier or "", stamp)
+        # The whole lead too: the "conversion" and "marked as opportunity" triggers (or an automation flow) send
+        # the same lead and conversion with other fields (`opportunity`, `lead_stage`...). A lead sent again
+        # unchanged is a duplicate; any change makes a new event.
+        event_id = digest_id(subject, identifier or "", stamp, canonical_json(normalised))
     else:  # nothing says when the conversion happened: the body's digest, suffixed by the lead's place in it
         event_id = f"{ID_PREFIX}{digest}-{index}"
     data = {**normalised, "conversion_identifier": identifier}
     return Draft(type=LEAD_TYPE, id=event_id, subject=subject, time=time, data=data)
+
+
+def canonical_json(value: object) -> str:
+    """One text per JSON value, whatever the key order or spacing it was sent with."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _subject(lead: dict[str, Any], where: str) -> str:

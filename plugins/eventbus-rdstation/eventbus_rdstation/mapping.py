@@ -2,14 +2,16 @@
 
 A value spec is a path into the event (`"$.data.customer.email"`, `"$.subject"`, `"$.data.items.0.sku"`), a
 constant (`"site"`, `199.9`, `true`, `{"const": <any JSON>}`; `"$$..."` is the literal text `"$..."`), or a
-list of specs (`["site", "$.data.channel"]`). `Mapping.parse` checks it all when the subscription is saved;
-`Mapping.build(event)` makes the RD payload, or a `MappingError` when the event can never map.
+list of specs (`["site", "$.data.channel"]`, where a path to a list adds its items). `Mapping.parse` checks it
+all when the subscription is saved; `Mapping.build(event)` makes the RD payload, or a `MappingError` when the
+event can never map.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass
@@ -83,10 +85,14 @@ _MAX_PATH: Final = 500
 
 @dataclass(frozen=True, slots=True)
 class Path:
-    """`$.<root>.<key or index>...`; absent as soon as a step is missing."""
+    """`$.<root>.<key or index>...`; absent as soon as a step is missing.
+
+    `indices` holds, for each step of ASCII digits, the list index it also stands for (None for other steps).
+    """
 
     text: str
     steps: tuple[str, ...]
+    indices: tuple[int | None, ...]
 
     def normalised(self) -> object:
         return self.text
@@ -106,7 +112,7 @@ class Constant:
 
 @dataclass(frozen=True, slots=True)
 class Spread:
-    """A list built item by item; items whose path is absent are left out."""
+    """A list built item by item; items whose path is absent are left out, and a path to a list adds its items."""
 
     items: tuple[Path | Constant, ...]
 
@@ -271,6 +277,7 @@ def _parse_item(spec: object, where: str) -> Path | Constant:
             raise InvalidArgumentError.for_field(where, 'an object value spec is {"const": <any JSON value>}')
         if spec["const"] is None:
             raise InvalidArgumentError.for_field(where, "a constant cannot be null: leave the field out instead")
+        _check_finite(spec["const"], where)
         return Constant(spec["const"])
     if isinstance(spec, str):
         if spec.startswith("$$"):
@@ -279,10 +286,25 @@ def _parse_item(spec: object, where: str) -> Path | Constant:
             return _parse_path(spec, where)
         return Constant(spec)
     if isinstance(spec, bool | int | float):
+        _check_finite(spec, where)
         return Constant(spec)
     if spec is None:
         raise InvalidArgumentError.for_field(where, "null is not a value: leave the field out instead")
     raise InvalidArgumentError.for_field(where, 'a path ("$.data.email"), a constant, or {"const": ...}')
+
+
+def _check_finite(value: object, where: str) -> None:
+    """NaN and the infinities are not JSON (Python's json module reads and writes them anyway): refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgumentError.for_field(
+            where, f"{value} is not a JSON number: a constant must be finite (RD cannot receive NaN or infinities)"
+        )
+    if isinstance(value, AnyMapping):
+        for item in value.values():
+            _check_finite(item, where)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_finite(item, where)
 
 
 def _parse_path(text: str, where: str) -> Path:
@@ -301,7 +323,12 @@ def _parse_path(text: str, where: str) -> Path:
         raise InvalidArgumentError.for_field(where, f"path `{text}`: an extension is `$.ext.<name>`")
     if root not in ("data", "ext") and len(steps) > 1:
         raise InvalidArgumentError.for_field(where, f"path `{text}`: `{root}` is a single value with no sub-fields")
-    return Path(text, steps)
+    return Path(text, steps, tuple(_index(step) for step in steps))
+
+
+def _index(step: str) -> int | None:
+    """The list index a step stands for: ASCII digits only (`"²".isdigit()` is true, but `int("²")` raises)."""
+    return int(step) if step.isascii() and step.isdigit() else None
 
 
 def _parse_optional(value: object, fields: dict[str, Spec], required: tuple[str, ...], where: str) -> frozenset[str]:
@@ -354,14 +381,20 @@ def _evaluate(spec: Spec, document: _EventDocument) -> object:
     if isinstance(spec, Constant):
         return spec.value
     if isinstance(spec, Spread):
-        values = [_evaluate(item, document) for item in spec.items]
+        values: list[object] = []
+        for item in spec.items:
+            value = _evaluate(item, document)
+            if isinstance(item, Path) and isinstance(value, list):
+                values.extend(value)  # a path to a list adds its items (one level)
+            else:
+                values.append(value)
         return [value for value in values if value is not _ABSENT and value is not None]
     value = document.root(spec.steps[0])
-    for step in spec.steps[1:]:
+    for step, index in zip(spec.steps[1:], spec.indices[1:], strict=True):
         if isinstance(value, AnyMapping):
             value = value.get(step, _ABSENT)
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
-            value = value[int(step)]
+        elif isinstance(value, list) and index is not None and index < len(value):
+            value = value[index]
         else:
             return _ABSENT
     if isinstance(value, bytes):  # a binary extension attribute

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import structlog
 
 from eventbus.plugin.destinations import (
     DestinationContext,
@@ -28,7 +31,18 @@ from eventbus.plugin.destinations import (
 )
 from eventbus_rdstation.rd_errors import describe, error_types, rate_limit_delay
 
-__all__ = ["STATE_KEY", "AccessToken", "Credentials", "StoredTokens", "TokenKeeper", "load_tokens", "token_state"]
+__all__ = [
+    "STATE_KEY",
+    "AccessToken",
+    "Credentials",
+    "StoredTokens",
+    "TokenKeeper",
+    "load_tokens",
+    "scrub",
+    "token_state",
+]
+
+log = structlog.get_logger("eventbus_rdstation")
 
 STATE_KEY = "oauth"
 DEFAULT_EXPIRES_IN = 86_400  # what RD documents for its access tokens
@@ -86,9 +100,10 @@ class AccessToken:
 
 @dataclass(frozen=True, slots=True)
 class _Refused:
-    """/auth/token refused the refresh token or the client: only the operator can fix that (or another process)."""
+    """/auth/token refused `refresh_token` or the client: only the operator can fix that (or another process)."""
 
     response: HttpResponse
+    refresh_token: str
 
 
 def token_state(context: DestinationContext, credentials: Credentials) -> KeyValueState:
@@ -120,7 +135,9 @@ class TokenKeeper:
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
-        self._exchanges: set[_Exchange] = set()
+        # The exchange running for each chain (by credentials fingerprint). It outlives a caller that is cancelled
+        # (the attempt's deadline), and the next refresh of that chain waits for it instead of starting another.
+        self._inflight: dict[str, _Exchange] = {}
 
     async def access_token(
         self,
@@ -146,22 +163,29 @@ class TokenKeeper:
         """A new access token; `failed` is the token RD just refused (None: there was no usable one).
 
         Concurrent deliveries of the subscriptions sharing these credentials wait on one lock; whoever gets it
-        second finds the token the first one stored and uses it. A refresh RD refuses may mean another process
-        rotated the refresh token meanwhile: the state is read once more before giving up.
+        second finds the token the first one stored and uses it. An exchange whose caller was cancelled goes on,
+        and whoever gets the lock next takes its answer rather than sending the same refresh token again. A
+        refresh RD refuses may mean another process rotated the refresh token meanwhile: the state is read once
+        more before giving up.
         """
         lock = self._locks.setdefault(credentials.fingerprint, asyncio.Lock())
         async with lock:
-            current = await load_tokens(context, credentials)
-            if current is not None and current.access_token != failed and current.usable(context.now):
-                return AccessToken(current.access_token, refreshed=True)
-            used = current.refresh_token if current is not None else credentials.refresh_token
-            outcome = await self._exchange(credentials, context, used, budget)
+            current: StoredTokens | None = None
+            running = self._inflight.get(credentials.fingerprint)
+            if running is not None:
+                outcome = await self._join(running)
+            else:
+                current = await load_tokens(context, credentials)
+                if current is not None and current.access_token != failed and current.usable(context.now):
+                    return AccessToken(current.access_token, refreshed=True)
+                used = current.refresh_token if current is not None else credentials.refresh_token
+                outcome = await self._exchange(credentials, context, used, budget)
             if isinstance(outcome, _Refused):
                 again = await load_tokens(context, credentials)
                 seen = {failed, current.access_token if current is not None else None}
                 if again is not None and again.access_token not in seen and again.usable(context.now):
                     return AccessToken(again.access_token, refreshed=True)
-                if again is not None and again.refresh_token != used:
+                if again is not None and again.refresh_token != outcome.refresh_token:
                     outcome = await self._exchange(credentials, context, again.refresh_token, budget)
             if isinstance(outcome, _Refused):
                 why = describe(outcome.response.status, outcome.response.body)
@@ -178,17 +202,33 @@ class TokenKeeper:
 
     async def _exchange(
         self, credentials: Credentials, context: DestinationContext, refresh_token: str, budget: float
-    ) -> str | _Refused | DestinationResult:
+    ) -> _Outcome:
         # Shielded: once RD has rotated the refresh token, the new one must reach the state even if this attempt is
         # cancelled (its deadline), or the chain is lost and only a new authorization brings it back.
-        task = asyncio.ensure_future(self._exchange_and_store(credentials, context, refresh_token, budget))
-        self._exchanges.add(task)
-        task.add_done_callback(_forget(self._exchanges))
-        return await asyncio.shield(task)
+        exchange = _Exchange(secrets=[credentials.client_secret, credentials.refresh_token, refresh_token])
+        exchange.task = asyncio.ensure_future(
+            self._exchange_and_store(credentials, context, refresh_token, budget, exchange.secrets)
+        )
+        self._inflight[credentials.fingerprint] = exchange
+        exchange.task.add_done_callback(_forget(self._inflight, credentials.fingerprint, exchange))
+        return await self._join(exchange)
+
+    async def _join(self, exchange: _Exchange) -> _Outcome:
+        assert exchange.task is not None
+        try:
+            return await asyncio.shield(exchange.task)
+        except asyncio.CancelledError:
+            exchange.orphaned |= not exchange.task.done()
+            raise
 
     async def _exchange_and_store(
-        self, credentials: Credentials, context: DestinationContext, refresh_token: str, budget: float
-    ) -> str | _Refused | DestinationResult:
+        self,
+        credentials: Credentials,
+        context: DestinationContext,
+        refresh_token: str,
+        budget: float,
+        issued: list[str],
+    ) -> _Outcome:
         grant = {
             "client_id": credentials.client_id,
             "client_secret": credentials.client_secret,
@@ -211,6 +251,7 @@ class TokenKeeper:
                     f"RD Station's token endpoint answered HTTP {status} without an access_token", error_class="server"
                 )
             access_token, expires_in, new_refresh_token = answer
+            issued.extend(token for token in (access_token, new_refresh_token) if token)  # never in a log line
             lifetime = timedelta(seconds=expires_in)
             tokens = StoredTokens(
                 access_token=access_token,
@@ -222,7 +263,7 @@ class TokenKeeper:
             await token_state(context, credentials).set(STATE_KEY, tokens.dumps())
             return access_token
         if status in (400, 401, 403) or error_types(response.body) & _REFUSAL_TYPES:
-            return _Refused(response)
+            return _Refused(response, refresh_token)
         why = f"RD Station's token endpoint answered {describe(status, response.body)}"
         if status == 429:
             delay = rate_limit_delay(response, context.now)
@@ -250,13 +291,48 @@ def _token_answer(body: bytes) -> tuple[str, float, str | None] | None:
     )
 
 
-_Exchange = asyncio.Task[str | _Refused | DestinationResult]
+_Outcome = str | _Refused | DestinationResult
 
 
-def _forget(tasks: set[_Exchange]) -> Callable[[_Exchange], None]:
-    def done(task: _Exchange) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved, so an exchange whose caller was cancelled does not warn
+@dataclass(eq=False, slots=True)
+class _Exchange:
+    """One refresh-token exchange of a chain: its task, whether its caller was cancelled while it ran, and the
+    tokens it involves (scrubbed from what is logged about it)."""
+
+    secrets: list[str]
+    task: asyncio.Task[_Outcome] | None = None
+    orphaned: bool = False
+
+
+def _forget(inflight: dict[str, _Exchange], fingerprint: str, exchange: _Exchange) -> Callable[[object], None]:
+    """Drop the finished exchange; log a failure nobody was left to see (its caller was cancelled)."""
+
+    def done(_: object) -> None:
+        if inflight.get(fingerprint) is exchange:
+            del inflight[fingerprint]
+        task = exchange.task
+        if task is None or task.cancelled():
+            return
+        error = task.exception()  # retrieved either way, so an exchange whose caller was cancelled does not warn
+        if not exchange.orphaned:
+            return
+        if error is not None:
+            problem = f"{type(error).__name__}: {error}"
+        else:
+            outcome = task.result()
+            if isinstance(outcome, str):
+                return
+            if isinstance(outcome, _Refused):
+                problem = "refused: " + describe(outcome.response.status, outcome.response.body)
+            else:
+                problem = outcome.reason or "failed"
+        log.warning("rdstation_token_exchange_failed", error=scrub(problem, exchange.secrets))
 
     return done
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with each secret, plain or URL-quoted, replaced by `***`."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***").replace(urllib.parse.quote(secret, safe=""), "***")
+    return text

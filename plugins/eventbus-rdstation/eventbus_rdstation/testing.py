@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import math
 import time
@@ -122,7 +123,9 @@ class RDStationDouble:
         self.counts: Counter[str] = Counter()  # requests per path
         self.statuses: Counter[int] = Counter()  # answers per HTTP status
         self.forced: list[ForcedAnswer] = []
-        self.on_token_request: Callable[[dict[str, object]], None] | None = None
+        # Called with each grant before it is answered; when it returns an awaitable, the answer waits for it (a slow
+        # token endpoint).
+        self.on_token_request: Callable[[dict[str, object]], Awaitable[None] | None] | None = None
         self.echo = False  # print each accepted event (the command line turns it on)
         self._issued = 0
         self._window_start = clock()
@@ -214,7 +217,9 @@ class RDStationDouble:
         if not isinstance(grant, dict):
             return _error(400, {"errors": {"error_type": "BAD_REQUEST", "error_message": "Send a JSON object."}})
         if self.on_token_request is not None:
-            self.on_token_request(grant)
+            waiting = self.on_token_request(grant)
+            if inspect.isawaitable(waiting):
+                await waiting
         if grant.get("client_id") != self.client_id or grant.get("client_secret") != self.client_secret:
             return _error(401, {"errors": {"error_type": "ACCESS_DENIED", "error_message": "Wrong credentials."}})
         refresh_token, code = grant.get("refresh_token"), grant.get("code")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import socket
 
-from conftest import CART, Rig, delivery
+from conftest import CART, NOW, Rig, delivery
 
-from eventbus.plugin import DestinationResult, Outcome
+from eventbus.model import Event, StoredEvent
+from eventbus.plugin import Delivery, DestinationResult, Outcome
 
 KEY = "rd-api-key"
 
@@ -109,3 +110,19 @@ async def test_connection_refused_is_retried_with_its_class(rig: Rig) -> None:
     assert (result.outcome, result.error_class, result.status_code) == (Outcome.RETRY, "connect", None)
     assert result.reason is not None and result.reason.startswith("no answer from RD Station: cannot connect")
     assert KEY not in result.reason
+
+
+async def test_a_nan_in_the_event_is_rejected_unsent_not_a_crash(rig: Rig) -> None:
+    # A valid event holds no NaN, but JSON bytes published as such are parsed as they come: reject, clearly.
+    data = b'{"customer": {"email": "lead@example.com"}, "amount": NaN}'
+    event = Event.create(
+        type="cart.abandoned", source="/shop", id="nan-1", data=data, datacontenttype="application/json"
+    )
+    mapping = {"payload": {**_conversion()["payload"], "cf_amount": "$.data.amount"}}  # type: ignore[dict-item]
+    result = await rig.deliver(
+        rig.api_key_options(mapping), Delivery("dlv_1", "sub_test", StoredEvent(event, "evt_1", 1, NOW), 1, NOW)
+    )
+
+    assert (result.outcome, result.error_class) == (Outcome.REJECT, "mapping")
+    assert result.reason is not None and "NaN or an infinity" in result.reason
+    assert rig.double.requests == []

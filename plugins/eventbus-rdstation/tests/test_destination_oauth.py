@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import pytest
 from conftest import NOW, SALE, MemoryState, Rig
-from eventbus_rdstation.oauth import STATE_KEY
+from eventbus_rdstation.oauth import STATE_KEY, Credentials
+from structlog.testing import capture_logs
 
 from eventbus.plugin import Outcome
 
@@ -220,3 +223,129 @@ async def test_two_authorizations_keep_their_own_chains(rig: Rig) -> None:
     assert rig.double.counts[TOKEN] == 2
     chains = sorted(json.loads(state.values[STATE_KEY])["access_token"] for state in rig.shared.values())
     assert chains == ["rd-access-1", "rd-access-2"]
+
+
+def slow_token_endpoint(rig: Rig) -> tuple[asyncio.Event, asyncio.Event]:
+    """The double's token endpoint holds each grant until `release` is set; `entered` says one arrived."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(grant: dict[str, object]) -> None:
+        entered.set()
+        await release.wait()
+
+    hook: Callable[[dict[str, object]], Awaitable[None]] = hold
+    rig.double.on_token_request = hook
+    return entered, release
+
+
+async def cancelled_mid_exchange(rig: Rig, options: dict[str, object], entered: asyncio.Event) -> None:
+    """A delivery whose attempt is cancelled (its deadline) while RD is answering its refresh."""
+    attempt = asyncio.create_task(rig.deliver(options))
+    await entered.wait()
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+
+
+async def settle(condition: Callable[[], bool], *, tries: int = 200) -> None:
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+def grants(rig: Rig) -> list[object]:
+    return [r.json["refresh_token"] for r in rig.double.requests if r.path == TOKEN]  # type: ignore[index]
+
+
+async def test_a_refresh_cancelled_mid_exchange_is_taken_over_not_sent_again(rig: Rig) -> None:
+    # RD retires a refresh token on use: a second exchange of rd-refresh-0 while the first is still on its way
+    # would be refused (or, the other way round, strand the chain). The next delivery waits for the first.
+    entered, release = slow_token_endpoint(rig)
+    options = rig.oauth_options()
+    with capture_logs() as logs:
+        await cancelled_mid_exchange(rig, options, entered)
+        second = asyncio.create_task(rig.deliver(options))
+        await settle(lambda: len(grants(rig)) > 1, tries=20)  # time for a grant of its own, were it to send one
+        release.set()
+        result = await second
+
+    assert result.outcome is Outcome.SUCCESS
+    assert grants(rig) == ["rd-refresh-0"]
+    assert [r.headers["Authorization"] for r in rig.double.requests if r.path == EVENTS] == ["Bearer rd-access-1"]
+    stored = rig.stored()
+    assert (stored["access_token"], stored["refresh_token"]) == ("rd-access-1", "rd-refresh-1")
+    assert logs == []  # the exchange succeeded: nothing to say
+
+
+async def test_a_cancelled_refresh_still_stores_the_rotated_token_for_the_next_delivery(rig: Rig) -> None:
+    entered, release = slow_token_endpoint(rig)
+    options = rig.oauth_options()
+    await cancelled_mid_exchange(rig, options, entered)
+    release.set()
+    await settle(lambda: STATE_KEY in rig.tokens.values)
+    result = await rig.deliver(options)
+
+    assert result.outcome is Outcome.SUCCESS
+    assert grants(rig) == ["rd-refresh-0"]
+    assert rig.stored()["refresh_token"] == "rd-refresh-1"
+
+
+class BrokenState(MemoryState):
+    """A shared state whose writes fail, with an error quoting what was written (the tokens)."""
+
+    async def set(self, key: str, value: str, *, ttl: timedelta | None = None) -> None:
+        raise RuntimeError(f"the store is down; could not write {value}")
+
+
+async def test_an_exchange_failing_after_its_caller_was_cancelled_is_logged_without_tokens(rig: Rig) -> None:
+    credentials = Credentials(rig.base_url, "rd-client", "rd-secret", "rd-refresh-0")
+    rig.shared[f"oauth-{credentials.fingerprint}"] = BrokenState()
+    entered, release = slow_token_endpoint(rig)
+    with capture_logs() as logs:
+        await cancelled_mid_exchange(rig, rig.oauth_options(), entered)
+        release.set()
+        await settle(lambda: bool(logs))
+
+    [entry] = logs
+    assert (entry["event"], entry["log_level"]) == ("rdstation_token_exchange_failed", "warning")
+    assert entry["error"].startswith("RuntimeError: the store is down; could not write")
+    for secret in ("rd-access-1", "rd-refresh-1", "rd-refresh-0", "rd-secret"):
+        assert secret not in json.dumps(entry)
+
+
+async def test_a_refused_exchange_whose_caller_was_cancelled_is_logged(rig: Rig) -> None:
+    rig.double.refresh_tokens = {"something-else"}
+    entered, release = slow_token_endpoint(rig)
+    with capture_logs() as logs:
+        await cancelled_mid_exchange(rig, rig.oauth_options(), entered)
+        release.set()
+        await settle(lambda: bool(logs))
+
+    [entry] = logs
+    assert entry["event"] == "rdstation_token_exchange_failed"
+    assert "refused: HTTP 401: INVALID_REFRESH_TOKEN" in entry["error"]
+
+
+async def test_tokens_rd_echoes_never_reach_a_reason(rig: Rig) -> None:
+    options = rig.oauth_options()
+    await rig.deliver(options)  # the chain now holds rd-access-1 and rd-refresh-1
+    message = 'header "Bearer rd-access-1" rejected; refresh rd-refresh-1; client rd-secret'
+    rig.double.fail_next(400, {"errors": [{"error_type": "BAD_REQUEST", "error_message": message}]}, path=EVENTS)
+    result = await rig.deliver(options)
+
+    assert (result.outcome, result.status_code) == (Outcome.REJECT, 400)
+    assert result.reason is not None
+    assert 'header "Bearer ***" rejected; refresh ***; client ***' in result.reason
+    for secret in ("rd-access-1", "rd-refresh-1", "rd-secret"):
+        assert secret not in result.reason
+
+
+async def test_a_token_refused_by_the_events_endpoint_is_not_shown_either(rig: Rig) -> None:
+    options = rig.oauth_options()
+    await rig.deliver(options)
+    rig.double.fail_next(401, {"error_message": "token rd-access-1 is unknown"}, times=2, path=EVENTS)
+    result = await rig.deliver(options)
+
+    assert (result.outcome, result.error_class) == (Outcome.RETRY, "auth")
+    assert result.reason is not None and "rd-access-1" not in result.reason and "rd-access-2" not in result.reason

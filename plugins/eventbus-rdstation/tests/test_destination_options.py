@@ -9,6 +9,7 @@ from eventbus_rdstation.destination import RDStationDestination
 
 from eventbus.errors import InvalidArgumentError
 from eventbus.plugin import load_plugins
+from eventbus.plugin.destinations import RateLimit
 
 OAUTH = {"client_id": "app", "client_secret": "shh-secret", "refresh_token": "rt-1"}
 
@@ -77,13 +78,69 @@ def test_bad_options_name_the_field(options: dict[str, object], field: str, why:
     refused(options, field, why)
 
 
-def test_the_rate_limit_is_shared_per_account_and_never_shows_a_secret() -> None:
-    destination = RDStationDestination()
-    first = destination.rate_limit(validate(rate_limit_per_minute=90))
-    assert first.per_second == 1.5
-    assert first.key == destination.rate_limit(validate(refresh_token="another-rt")).key  # same app, same account
-    assert first.key != destination.rate_limit(validate(client_id="other-app")).key
-    keyed = destination.rate_limit(destination.validate_options({"api_key": "k-secret-1", "mapping": CONVERSION}))
-    assert keyed.per_second == 2.0
+def key(**options: object) -> str:
+    return RDStationDestination().rate_limit(validate(**options)).key
+
+
+def api_key_limit(api_key: str, **options: object) -> RateLimit:
+    return RDStationDestination().rate_limit(
+        RDStationDestination().validate_options({"api_key": api_key, "mapping": CONVERSION, **options})
+    )
+
+
+def test_the_rate_follows_the_option_and_the_key_never_shows_a_secret() -> None:
+    oauth = RDStationDestination().rate_limit(validate(rate_limit_per_minute=90))
+    keyed = api_key_limit("k-secret-1")
+    assert (oauth.per_second, keyed.per_second) == (1.5, 2.0)
     assert "k-secret-1" not in keyed.key
-    assert all(secret not in first.key for secret in OAUTH.values())
+    assert all(secret not in oauth.key for secret in OAUTH.values())
+    assert "acme" not in key(account="acme")
+
+
+def test_without_account_oauth_is_limited_per_authorization() -> None:
+    # One OAuth app authorized by many customers' RD accounts: each authorization (refresh token) is its own budget.
+    assert key() == key(rate_limit_per_minute=60)
+    assert key() != key(refresh_token="another-customers-rt")
+    assert key() != key(client_id="other-app")
+    assert key() != key(base_url="https://rd.example")
+
+
+def test_without_account_each_api_key_is_its_own_budget() -> None:
+    assert api_key_limit("k-1").key == api_key_limit("k-1").key
+    assert api_key_limit("k-1").key != api_key_limit("k-2").key
+    assert api_key_limit("k-1").key != key()
+
+
+def test_an_account_shares_one_budget_whatever_the_credentials() -> None:
+    shared = key(account="acme")
+    assert shared == key(account="acme", refresh_token="another-rt")
+    assert shared == key(account="acme", client_id="other-app", client_secret="s2")
+    assert shared == api_key_limit("k-1", account="acme").key == api_key_limit("k-2", account="acme").key
+    assert shared != key(account="other-account")
+    assert shared != key(account="acme", base_url="https://rd.example")
+    assert shared != key()
+
+
+def test_the_account_option_is_kept() -> None:
+    assert validate(account="loja.acme@rd-1_x")["account"] == "loja.acme@rd-1_x"
+    assert "account" not in validate()
+
+
+@pytest.mark.parametrize("account", ["", "a" * 101, "has space", "conta/1", "contá", 7, ["acme"]])
+def test_a_bad_account_is_refused(account: object) -> None:
+    refused({"mapping": SALE, **OAUTH, "account": account}, "options.account", "[A-Za-z0-9._@-]")
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8999", "http://127.8.9.10", "http://[::1]:8999", "http://localhost:8999", "http://LOCALHOST"],
+)
+def test_plain_http_is_allowed_to_loopback(base_url: str) -> None:
+    assert validate(base_url=base_url)["base_url"] == base_url
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://api.rd.services", "http://10.0.0.5:8080", "http://[2001:db8::1]", "http://localhost.example"]
+)
+def test_plain_http_elsewhere_is_refused(base_url: str) -> None:
+    refused({"mapping": SALE, **OAUTH, "base_url": base_url}, "options.base_url", "https is required")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from conftest import CART, CONVERSION, NOW, delivery
@@ -54,6 +55,10 @@ def conversion(**payload: object) -> dict[str, object]:
         ({**conversion(), "optional": ["email"]}, "options.mapping.optional[0]", "cannot be optional"),
         ({**conversion(), "optional": ["city"]}, "options.mapping.optional[0]", "not a field of mapping.payload"),
         ({**conversion(), "optional": "name"}, "options.mapping.optional", "a list"),
+        (conversion(cf_x={"const": math.nan}), "options.mapping.payload.cf_x", "must be finite"),
+        (conversion(cf_x=math.inf), "options.mapping.payload.cf_x", "must be finite"),
+        (conversion(cf_x=["a", {"const": {"n": [-math.inf]}}]), "options.mapping.payload.cf_x[1]", "must be finite"),
+        (json.dumps(conversion(cf_x={"const": math.nan})), "options.mapping.payload.cf_x", "must be finite"),
     ],
 )
 def test_invalid_mappings_name_the_field(mapping: object, field: str, why: str) -> None:
@@ -178,3 +183,49 @@ def test_a_path_string_tag_becomes_a_list() -> None:
     assert isinstance(payload, dict)
     assert payload["tags"] == ["site"]
     assert NOW.year == 2026
+
+
+def test_a_nan_constant_from_json_text_is_refused_not_sent() -> None:
+    # json.loads reads NaN; json.dumps would write it back, and RD would get a body that is not JSON.
+    text = '{"payload": {"conversion_identifier": "f", "email": "$.data.customer.email", "traffic_value": NaN}}'
+    with pytest.raises(InvalidArgumentError) as caught:
+        Mapping.parse(text)
+    assert caught.value.violations[0].field == "options.mapping.payload.traffic_value"
+
+
+@pytest.mark.parametrize("step", ["²", "٣", "１"])  # superscript two, Arabic-Indic three, fullwidth one
+def test_a_non_ascii_digit_step_is_a_key_not_an_index(step: str) -> None:
+    mapping = {**conversion(cf_item=f"$.data.items.{step}"), "optional": ["cf_item"]}
+    listed = build(mapping, {**CART, "items": ["a", "b", "c", "d"]})
+    assert isinstance(listed, dict) and "cf_item" not in listed  # absent in a list, never a crash
+    keyed = build(mapping, {**CART, "items": {step: "by key"}})
+    assert isinstance(keyed, dict) and keyed["cf_item"] == "by key"
+    required = build(conversion(cf_item=f"$.data.items.{step}"), {**CART, "items": ["a", "b", "c", "d"]})
+    assert isinstance(required, MappingError) and "is absent" in required.reason
+
+
+def test_ascii_digit_steps_index_lists_and_key_objects() -> None:
+    mapping = conversion(cf_first="$.data.items.0", cf_big="$.data.items.99999999999999999999")
+    assert build({**mapping, "optional": ["cf_big"]}, {**CART, "items": ["a"]}) == {
+        "conversion_identifier": "form",
+        "email": "lead@example.com",
+        "cf_first": "a",
+    }
+    assert build(mapping, {**CART, "items": {"0": "zero", "99999999999999999999": "big"}}) == {
+        "conversion_identifier": "form",
+        "email": "lead@example.com",
+        "cf_first": "zero",
+        "cf_big": "big",
+    }
+
+
+def test_a_list_valued_path_in_a_list_adds_its_items() -> None:
+    mapping = conversion(tags=["loja", "$.data.tags", "$.data.channel", "$.data.missing"])
+    payload = build(mapping, {**CART, "tags": ["t1", None, "t2"]})
+    assert isinstance(payload, dict) and payload["tags"] == ["loja", "t1", "t2", "site"]
+    nested = build(mapping, {**CART, "tags": [["deep"], "t3"]})  # one level only
+    assert isinstance(nested, dict) and nested["tags"] == ["loja", ["deep"], "t3", "site"]
+    empty = build(mapping, {**CART, "tags": []})
+    assert isinstance(empty, dict) and empty["tags"] == ["loja", "site"]
+    constant = build(conversion(cf_list=[{"const": ["a", "b"]}, "$.data.channel"]), CART)
+    assert isinstance(constant, dict) and constant["cf_list"] == [["a", "b"], "site"]  # a constant stays whole
