@@ -154,48 +154,35 @@ def delete_subscription(
     return cursor.rowcount == 1
 
 
+# What goes when deleted subscriptions are purged, in this order, each a bounded batch: their attempts, their
+# deliveries, their destination state; the shared scopes they used (a scope nobody uses any more goes too); last
+# the subscriptions themselves, once nothing of theirs is left.
+_PURGE = (
+    "DELETE FROM attempts WHERE rowid IN (SELECT a.rowid FROM attempts a JOIN subscriptions s "
+    "ON s.id = a.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+    "DELETE FROM deliveries WHERE rowid IN (SELECT d.rowid FROM deliveries d JOIN subscriptions s "
+    "ON s.id = d.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+    "DELETE FROM destination_state WHERE rowid IN (SELECT st.rowid FROM destination_state st JOIN "
+    "subscriptions s ON s.id = st.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+    "DELETE FROM destination_scope_users WHERE rowid IN (SELECT u.rowid FROM destination_scope_users u "
+    "JOIN subscriptions s ON s.id = u.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
+    "DELETE FROM destination_state WHERE rowid IN (SELECT st.rowid FROM destination_state st "
+    "WHERE st.subscription_id LIKE '%/%' AND NOT EXISTS (SELECT 1 FROM destination_scope_users u "
+    "WHERE u.scope = st.subscription_id) LIMIT ?)",
+    "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions WHERE state = 'deleted' AND "
+    "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) AND "
+    "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = subscriptions.id) AND "
+    "NOT EXISTS (SELECT 1 FROM destination_state st WHERE st.subscription_id = subscriptions.id) AND "
+    "NOT EXISTS (SELECT 1 FROM destination_scope_users u WHERE u.subscription_id = subscriptions.id) LIMIT ?)",
+)
+
+
 def purge_deleted(conn: sqlite3.Connection, *, limit: int) -> int:
-    removed = conn.execute(
-        "DELETE FROM attempts WHERE rowid IN (SELECT a.rowid FROM attempts a JOIN subscriptions s "
-        "ON s.id = a.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
-        (limit,),
-    ).rowcount
-    if removed >= limit:
-        return removed
-    removed += conn.execute(
-        "DELETE FROM deliveries WHERE rowid IN (SELECT d.rowid FROM deliveries d JOIN subscriptions s "
-        "ON s.id = d.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
-        (limit - removed,),
-    ).rowcount
-    if removed < limit:
-        removed += conn.execute(
-            "DELETE FROM destination_state WHERE rowid IN (SELECT st.rowid FROM destination_state st JOIN "
-            "subscriptions s ON s.id = st.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
-            (limit - removed,),
-        ).rowcount
-    if removed < limit:
-        # Shared scopes: a purged subscription no longer uses any; a scope nobody uses any more goes.
-        removed += conn.execute(
-            "DELETE FROM destination_scope_users WHERE rowid IN (SELECT u.rowid FROM destination_scope_users u "
-            "JOIN subscriptions s ON s.id = u.subscription_id WHERE s.state = 'deleted' LIMIT ?)",
-            (limit - removed,),
-        ).rowcount
-    if removed < limit:
-        removed += conn.execute(
-            "DELETE FROM destination_state WHERE rowid IN (SELECT st.rowid FROM destination_state st "
-            "WHERE st.subscription_id LIKE '%/%' AND NOT EXISTS (SELECT 1 FROM destination_scope_users u "
-            "WHERE u.scope = st.subscription_id) LIMIT ?)",
-            (limit - removed,),
-        ).rowcount
-    if removed < limit:
-        removed += conn.execute(
-            "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions WHERE state = 'deleted' AND "
-            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = subscriptions.id) AND "
-            "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = subscriptions.id) AND "
-            "NOT EXISTS (SELECT 1 FROM destination_state st WHERE st.subscription_id = subscriptions.id) AND "
-            "NOT EXISTS (SELECT 1 FROM destination_scope_users u WHERE u.subscription_id = subscriptions.id) LIMIT ?)",
-            (limit - removed,),
-        ).rowcount
+    removed = 0
+    for statement in _PURGE:
+        if removed >= limit:
+            break
+        removed += conn.execute(statement, (limit - removed,)).rowcount
     return removed
 
 
