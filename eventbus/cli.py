@@ -10,9 +10,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from eventbus import __version__
+from eventbus.commands.events_commands import add_events_command
 from eventbus.commands.keys_commands import add_keys_command
 from eventbus.commands.plugins_command import add_plugins_parser
 from eventbus.commands.sources_commands import add_sources_command
+from eventbus.commands.types_commands import add_types_command
 from eventbus.errors import EventBusError
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_subscription_commands(commands, client)
     _add_delivery_commands(commands, client)
+    add_events_command(commands, client)
+    add_types_command(commands, client)
     add_sources_command(commands, client)
     add_keys_command(commands, client)
     add_plugins_parser(commands)
@@ -147,8 +151,14 @@ def _add_subscription_commands(
 ) -> None:
     """`endpoints` (webhook subscriptions) and `subscriptions` (every push kind) share most actions."""
     for command, text in (
-        ("endpoints", "webhook endpoints: add, list, show, update, pause, resume, rotate-secret, recover, why, rm"),
-        ("subscriptions", "subscriptions of every push kind: add, list, show, update, pause, resume, recover, why, rm"),
+        (
+            "endpoints",
+            "webhook endpoints: add, list, show, update, pause, resume, rotate-secret, recover, why, test, rm",
+        ),
+        (
+            "subscriptions",
+            "subscriptions of every push kind: add, list, show, update, pause, resume, recover, why, test, rm",
+        ),
     ):
         is_endpoints = command == "endpoints"
         actions = commands.add_parser(command, help=text).add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -191,6 +201,12 @@ def _add_subscription_commands(
         why = actions.add_parser("why", parents=[client], help="why an event was (not yet) delivered to it")
         why.add_argument("id", metavar="ID")
         _add_event_flags(why, positional=True)
+        test = actions.add_parser(
+            "test", parents=[client], help="send it (only it) a test event now; prints the delivery"
+        )
+        test.add_argument("id", metavar="ID")
+        test.add_argument("--type", help="the event's type (default eventbus.test)")
+        test.add_argument("--data", metavar="JSON|@FILE.json", help="the event's data (default: a small sample)")
 
 
 def _add_delivery_commands(
@@ -212,7 +228,15 @@ def _add_delivery_commands(
 
 
 def _command(args: argparse.Namespace) -> Command:
-    from eventbus.commands import admin_commands, client_commands, keys_commands, plugins_command, sources_commands
+    from eventbus.commands import (
+        admin_commands,
+        client_commands,
+        events_commands,
+        keys_commands,
+        plugins_command,
+        sources_commands,
+        types_commands,
+    )
 
     if args.command == "serve":
         from eventbus.commands.serve import serve_command
@@ -226,6 +250,8 @@ def _command(args: argparse.Namespace) -> Command:
         "subscriptions": admin_commands.subscriptions,
         "deliveries": admin_commands.deliveries,
         "replay": admin_commands.replay,
+        "events": events_commands.events,
+        "types": types_commands.types,
         "sources": sources_commands.sources,
         "keys": keys_commands.keys,
         "plugins": plugins_command.plugins,

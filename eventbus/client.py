@@ -26,6 +26,7 @@ import structlog
 from eventbus.client_admin import SubscriptionCalls
 from eventbus.client_keys import KeyCalls, KeyStatus, NewKey
 from eventbus.client_sources import SourceCalls, SourceStatus
+from eventbus.client_types import EventTypeStatus, TypeCalls
 from eventbus.client_values import (
     AttemptStatus,
     DeliveryCounts,
@@ -91,13 +92,14 @@ def _group_status(group: admin_pb2.Group) -> GroupStatus:
     )
 
 
-class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls):
+class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls, TypeCalls):
     """A connection to one eventbus server. Use as an async context manager.
 
     The subscription and delivery calls (`create_subscription`, `list_deliveries`, `explain`, ...) come from
     `eventbus.client_admin.SubscriptionCalls`; the key calls (`create_key`, `list_keys`, `revoke_key`) from
     `eventbus.client_keys.KeyCalls`; the source calls (`create_source`, `list_sources`, `rotate_source_secret`, ...)
-    from `eventbus.client_sources.SourceCalls`.
+    from `eventbus.client_sources.SourceCalls`; the event-type calls (`list_event_types`, `set_event_schema`, ...) and
+    `send_test_event` from `eventbus.client_types.TypeCalls`.
     """
 
     def __init__(
@@ -284,6 +286,7 @@ __all__ = [
     "DeliveryExplanation",
     "DeliveryStatus",
     "EventBusClient",
+    "EventTypeStatus",
     "GroupStatus",
     "HealthStatus",
     "KeyStatus",

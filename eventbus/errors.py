@@ -54,6 +54,12 @@ class PayloadTooLargeError(InvalidArgumentError):
     title = "Payload too large"
 
 
+class SchemaValidationError(InvalidArgumentError):
+    """An event's data does not validate against the JSON Schema registered for its type."""
+
+    title = "Schema validation failed"
+
+
 class UnauthenticatedError(EventBusError):
     """No credentials, or credentials that match no key."""
 
@@ -116,6 +122,7 @@ ALL_ERRORS: tuple[type[EventBusError], ...] = (
     EventBusError,
     InvalidArgumentError,
     PayloadTooLargeError,
+    SchemaValidationError,
     UnauthenticatedError,
     PermissionDeniedError,
     NotFoundError,

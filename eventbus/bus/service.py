@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from eventbus.bus.schemas import SchemaCache
 from eventbus.clock import Clock, SystemClock
 from eventbus.errors import (
     FieldViolation,
@@ -23,7 +24,9 @@ from eventbus.errors import (
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
 from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE, EventQuery, Store
+from eventbus.store.idempotency import IDEMPOTENCY_KEEP_FOR, IdempotencyStore
 from eventbus.store.sources import SourceStore
+from eventbus.store.types import EventTypeStore
 
 if TYPE_CHECKING:
     from eventbus.bus.session import GroupSession
@@ -66,6 +69,8 @@ class Bus:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.settings = settings or BusSettings()
+        # Compiled JSON Schemas of event types, checked on every publish but the bus's own (system events).
+        self.schemas = SchemaCache(store if isinstance(store, EventTypeStore) else None)
         self.sessions: set[GroupSession] = set()  # open streams of this process
         self.active_streams: dict[str, int] = {}  # subscription id → streams of this process joined to it
         self._backfill_kick = asyncio.Event()
@@ -99,6 +104,9 @@ class Bus:
         Sources under `/hooks/` (verified provider webhooks) and `/eventbus` (system events) are reserved: only
         the gateway and the bus itself (`internal`) write them, so a publisher can neither forge a provider's
         event nor claim a provider's delivery id ahead of the provider.
+
+        An event whose type has a registered JSON Schema must validate against it (`SchemaValidationError` naming
+        `events[i].data`, and nothing of the batch is stored); the bus's own events (`internal`) are not checked.
         """
         if not events:
             raise InvalidArgumentError.for_field("events", "at least one event is required")
@@ -117,6 +125,8 @@ class Bus:
             raise PayloadTooLargeError.for_field("events", f"batch is {total} bytes; at most {MAX_BATCH_BYTES}")
         if not_before is not None and not_before.tzinfo is None:
             raise InvalidArgumentError.for_field("not_before", "must be timezone-aware")
+        if not internal:
+            await self.schemas.check(events)
         outcomes = await self.store.append(
             events, now=self.clock.now(), not_before=not_before, dedup_window=self.settings.dedup_window
         )
@@ -239,6 +249,14 @@ class Bus:
         if isinstance(self.store, SourceStore):  # raw inbound requests follow their events out
             while await self.store.prune_requests(older_than=older_than, limit=self.settings.prune_chunk) > 0:
                 await asyncio.sleep(0)
+        if isinstance(self.store, EventTypeStore):  # types not seen for the retention window, unless registered
+            while await self.store.prune_event_types(older_than=older_than, limit=self.settings.prune_chunk) > 0:
+                await asyncio.sleep(0)
+        if isinstance(self.store, IdempotencyStore):  # Idempotency-Key answers live 24 h, not `retention`
+            answered_before = now - IDEMPOTENCY_KEEP_FOR
+            chunk = self.settings.prune_chunk
+            while await self.store.prune_idempotency_keys(older_than=answered_before, limit=chunk) > 0:
+                await asyncio.sleep(0)
 
     async def _run_janitor(self) -> None:
         while True:
@@ -259,7 +277,7 @@ def decode_page_token(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq" or not value.isdigit():
+        if kind != "seq" or not value.isascii() or not value.isdigit() or int(value) >= 2**63:
             raise ValueError(text)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:

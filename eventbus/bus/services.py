@@ -10,6 +10,7 @@ from eventbus.bus.keys import ApiKeys
 from eventbus.bus.service import Bus
 from eventbus.bus.sources import Sources
 from eventbus.bus.subscriptions import Subscriptions
+from eventbus.bus.types import EventTypes
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +21,4 @@ class Services:
     deliveries: Deliveries
     api_keys: ApiKeys
     sources: Sources
+    types: EventTypes

@@ -13,12 +13,20 @@ import structlog
 
 from eventbus.bus.health import system_events
 from eventbus.bus.kinds import KindRegistry
+from eventbus.bus.schemas import check_event
 from eventbus.bus.service import GROUP_KIND, Bus
 from eventbus.bus.webhooks import WebhookKind
-from eventbus.errors import ConcurrentUpdateError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from eventbus.errors import (
+    ConcurrentUpdateError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from eventbus.filters import ContentFilter
 from eventbus.ids import is_id
-from eventbus.patterns import PatternSet
+from eventbus.model import Event
+from eventbus.patterns import PatternSet, is_system_type, validate_type
 from eventbus.store.base import (
     Ordering,
     StartPosition,
@@ -27,7 +35,7 @@ from eventbus.store.base import (
     SubscriptionState,
     SubscriptionStats,
 )
-from eventbus.store.records import HealthChange, HealthChangeKind
+from eventbus.store.records import DeliveryQuery, DeliveryRecord, HealthChange, HealthChangeKind
 
 log = structlog.get_logger("eventbus.subscriptions")
 MAX_RECOVER = 100_000
@@ -35,6 +43,8 @@ RECOVER_CHUNK = 5_000
 MAX_SCHEDULE = 30
 MAX_CONCURRENCY = 100
 CONFLICT_RETRIES = 5
+TEST_TYPE = "eventbus.test"
+TEST_SOURCE = "/eventbus/test"
 _UNSET = object()
 
 
@@ -297,3 +307,44 @@ class Subscriptions:
             self.bus.kick_backfills()
         log.info("subscription_replay_started", subscription_id=subscription.id, upto_seq=upto)
         return upto
+
+    async def send_test(self, subscription_id: str, *, type: str | None = None, data: object = None) -> DeliveryRecord:
+        """Store one test event and deliver it to this subscription only, at once, on the normal machinery.
+
+        The event: type `eventbus.test` (or `type`), source `/eventbus/test`, subject the subscription's id, data
+        a small sample (or `data`). No other subscription receives it, whatever its patterns. A given type with a
+        registered JSON Schema must validate, as on publish. Returns the delivery (pending: its attempts follow).
+        """
+        subscription = await self.find(subscription_id)
+        if subscription.state != SubscriptionState.ACTIVE:
+            raise FailedPreconditionError(
+                f"subscription {subscription.id} is {subscription.state}: resume it to send a test event"
+            )
+        type_ = type or TEST_TYPE
+        validate_type(type_, "type")
+        sample = {"message": "a test event from eventbus", "subscription_id": subscription.id}
+        event = Event.create(
+            type=type_, source=TEST_SOURCE, subject=subscription.id, data=sample if data is None else data
+        )
+        schema = (await self.bus.schemas.schemas()).get(type_)
+        if schema is not None and not is_system_type(type_):
+            check_event(event, schema, "data")
+        [outcome] = await self.bus.store.append(
+            [event],
+            now=self.bus.clock.now(),
+            not_before=None,
+            dedup_window=self.bus.settings.dedup_window,
+            only_subscription=subscription.id,
+        )
+        found = await self.bus.store.list_deliveries(
+            DeliveryQuery(subscription_id=subscription.id, event_seq=outcome.seq, limit=1)
+        )
+        if not found:
+            raise UnavailableError(f"the test delivery of event {outcome.event_id} was not found; retry")
+        log.info(
+            "subscription_test_sent",
+            subscription_id=subscription.id,
+            event_id=outcome.event_id,
+            delivery_id=found[0].delivery_id,
+        )
+        return found[0]

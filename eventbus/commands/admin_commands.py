@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import TypedDict
@@ -294,6 +295,14 @@ async def _shared_action(client: EventBusClient, args: argparse.Namespace, *, en
     elif action == "why":
         event_id, source, id = _event(args.event, args.source, args.ce_id, required=True)
         _print_explanation(await client.explain(args.id, event_id, source=source, id=id), as_json=as_json)
+    elif action == "test":
+        from eventbus.commands.types_commands import json_argument
+
+        data = json_argument(args.data, "--data") if args.data is not None else None
+        delivery = await client.send_test_event(args.id, type=args.type, data=data)
+        print_record(delivery_row(delivery), as_json=as_json)
+        if not as_json:
+            print(f"\nsent now; its attempts: eventbus deliveries show {delivery.delivery_id}", file=sys.stderr)
     else:
         return False
     return True

@@ -9,18 +9,20 @@ from eventbus.errors import InvalidArgumentError
 from eventbus.grpc.admin_keys import KeysAdmin
 from eventbus.grpc.admin_sources import SourcesAdmin
 from eventbus.grpc.admin_subscriptions import SubscriptionsAdmin
+from eventbus.grpc.admin_types import TypesAdmin
 from eventbus.grpc.context import Context, rpc
 from eventbus.grpc.convert import from_timestamp, to_duration, to_timestamp
 from eventbus.store.base import StartPosition
 from eventbus.v1 import admin_pb2 as pb
 
 
-class AdminServicer(KeysAdmin, SourcesAdmin, SubscriptionsAdmin):
+class AdminServicer(KeysAdmin, SourcesAdmin, TypesAdmin, SubscriptionsAdmin):
     def __init__(self, services: Services, keys: KeyRing) -> None:
         super().__init__(services, keys)
         self.groups = services.groups
         self.api_keys = services.api_keys
         self.sources = services.sources
+        self.types = services.types
 
     def _group(self, info: GroupInfo) -> pb.Group:
         subscription, stats = info.subscription, info.stats

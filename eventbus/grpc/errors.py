@@ -13,6 +13,7 @@ GRPC_STATUS: dict[type[errors.EventBusError], grpc.StatusCode] = {
     errors.EventBusError: grpc.StatusCode.INTERNAL,
     errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.PayloadTooLargeError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.SchemaValidationError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotFoundError: grpc.StatusCode.NOT_FOUND,

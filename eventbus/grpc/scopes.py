@@ -44,6 +44,11 @@ RPC_ACCESS: Final[dict[str, Access]] = {
     _ADMIN + "UpdateSource": Scope.ADMIN,
     _ADMIN + "RotateSourceSecret": Scope.ADMIN,
     _ADMIN + "DeleteSource": Scope.ADMIN,
+    _ADMIN + "SendTestEvent": Scope.ADMIN,
+    _ADMIN + "ListEventTypes": Scope.ADMIN,
+    _ADMIN + "GetEventType": Scope.ADMIN,
+    _ADMIN + "SetEventSchema": Scope.ADMIN,
+    _ADMIN + "DeleteEventSchema": Scope.ADMIN,
     # Probes and tooling must work without a key.
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,

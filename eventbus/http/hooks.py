@@ -171,6 +171,8 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
         response = problem_response(429, "Too many requests", f"source {name!r} takes {source.rate_limit:g}/s")
         response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return response
+    # Registered JSON Schemas hold for provider events too: a refused webhook (422) leaves nothing stored.
+    await context.bus.schemas.check(result.events)
     secret_headers = _declared_secret_headers(connector, source)
     raw = RawRequest(
         source_id=source.id,

@@ -16,6 +16,7 @@ HTTP_STATUS: dict[type[errors.EventBusError], int] = {
     errors.EventBusError: 500,
     errors.InvalidArgumentError: 400,
     errors.PayloadTooLargeError: 413,
+    errors.SchemaValidationError: 422,
     errors.UnauthenticatedError: 401,
     errors.PermissionDeniedError: 403,
     errors.NotFoundError: 404,

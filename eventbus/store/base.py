@@ -245,9 +245,20 @@ class Store(Protocol):
         ...
 
     async def append(
-        self, events: Sequence[Event], *, now: datetime, not_before: datetime | None, dedup_window: timedelta
+        self,
+        events: Sequence[Event],
+        *,
+        now: datetime,
+        not_before: datetime | None,
+        dedup_window: timedelta,
+        only_subscription: str | None = None,
     ) -> list[AppendOutcome]:
-        """Store events (all or none) and fan each new one out to every matching active subscription."""
+        """Store events (all or none) and fan each new one out to every matching active subscription.
+
+        With `only_subscription` (a test send) no matcher is consulted: each new event gets exactly one delivery,
+        to that subscription (held if it is paused; `FailedPreconditionError` if it is disabled). Each new event
+        is also counted in the event-type catalogue, in the same transaction.
+        """
         ...
 
     async def get_event(self, event_id: str) -> StoredEvent | None: ...

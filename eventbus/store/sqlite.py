@@ -38,17 +38,21 @@ from eventbus.store.records import (
     SystemEvents,
 )
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
+from eventbus.store.sqlite_idempotency import IdempotencyOperations
 from eventbus.store.sqlite_keys import KeyOperations
 from eventbus.store.sqlite_push import PushOperations
 from eventbus.store.sqlite_sources import SourceOperations
 from eventbus.store.sqlite_state import StateOperations
+from eventbus.store.sqlite_types import TypeOperations
 from eventbus.store.sqlite_writer import SQLiteWriter
 
 T = TypeVar("T")
 log = structlog.get_logger("eventbus.store")
 
 
-class SQLiteStore(PushOperations, KeyOperations, SourceOperations, StateOperations):
+class SQLiteStore(
+    PushOperations, KeyOperations, SourceOperations, StateOperations, IdempotencyOperations, TypeOperations
+):
     """`Store` on one SQLite file. One server process per file (more processes: PostgreSQL)."""
 
     def __init__(self, path: str | Path, *, linger: float = 0.005, readers: int = 2) -> None:
@@ -218,10 +222,24 @@ class SQLiteStore(PushOperations, KeyOperations, SourceOperations, StateOperatio
     # -- events --------------------------------------------------------------------------------------------
 
     async def append(
-        self, events: Sequence[Event], *, now: datetime, not_before: datetime | None, dedup_window: timedelta
+        self,
+        events: Sequence[Event],
+        *,
+        now: datetime,
+        not_before: datetime | None,
+        dedup_window: timedelta,
+        only_subscription: str | None = None,
     ) -> list[AppendOutcome]:
         outcomes, touched = await self._write(
-            lambda conn: fanout.append(conn, self._cache, events, now=now, not_before=not_before, window=dedup_window)
+            lambda conn: fanout.append(
+                conn,
+                self._cache,
+                events,
+                now=now,
+                not_before=not_before,
+                window=dedup_window,
+                only_subscription=only_subscription,
+            )
         )
         self.wakeups.notify(touched)
         return outcomes

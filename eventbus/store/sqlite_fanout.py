@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 import structlog
 
 from eventbus.clock import to_micros
-from eventbus.errors import InvalidArgumentError
+from eventbus.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from eventbus.filters import ContentFilter
 from eventbus.ids import new_id
-from eventbus.model import Event, filter_document
+from eventbus.model import DataKind, Event, filter_document
 from eventbus.patterns import PatternSet, is_system_type
 from eventbus.store.base import AppendOutcome
 from eventbus.store.rows import event_params
+from eventbus.store.types import MAX_SAMPLE_BYTES
 
 log = structlog.get_logger("eventbus.store")
 
@@ -26,6 +27,13 @@ INSERT_DELIVERY = (
     "ordering_key, blocked) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
 )
 Delivery = tuple[str, str, int, int, int, str | None, int]
+# One row per distinct type of an append: counts add up, the last event of the batch becomes the sample.
+UPSERT_EVENT_TYPE = (
+    "INSERT INTO event_types (type, count, first_seen, last_seen, sample_event_id, sample, sample_omitted) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type) DO UPDATE SET count = count + excluded.count, "
+    "first_seen = COALESCE(first_seen, excluded.first_seen), last_seen = excluded.last_seen, "
+    "sample_event_id = excluded.sample_event_id, sample = excluded.sample, sample_omitted = excluded.sample_omitted"
+)
 
 
 class OrderingKeys:
@@ -185,6 +193,51 @@ def _latest_by_key(conn: sqlite3.Connection, events: Sequence[Event]) -> dict[tu
     return found
 
 
+def sample_of(event: Event) -> tuple[str | None, str | None]:
+    """(sample, why none was kept) for the catalogue: the data as JSON text when it is JSON and at most 4 KiB."""
+    data = event.data
+    if data is None:
+        return None, None
+    if event.data_kind is DataKind.TEXT and not event.has_json_data:
+        text = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)  # text data is a JSON string
+        return (text, None) if len(text.encode()) <= MAX_SAMPLE_BYTES else (None, "too_large")
+    if not event.has_json_data:
+        return None, "not_json"
+    if len(data) > MAX_SAMPLE_BYTES:
+        return None, "too_large"
+    try:
+        text = data.decode("utf-8")
+        json.loads(text)
+    except ValueError:  # UnicodeDecodeError included
+        return None, "not_json"
+    return text, None
+
+
+def catalogue(conn: sqlite3.Connection, stored: Sequence[tuple[Event, str]], stamp: int) -> None:
+    """Count the newly stored events by type (one upsert per distinct type), keeping each type's last as sample."""
+    counts: dict[str, int] = {}
+    last: dict[str, tuple[Event, str]] = {}
+    for event, event_id in stored:
+        counts[event.type] = counts.get(event.type, 0) + 1
+        last[event.type] = (event, event_id)
+    rows = []
+    for type_, count in counts.items():
+        event, event_id = last[type_]
+        sample, omitted = sample_of(event)
+        rows.append((type_, count, stamp, stamp, event_id, sample, omitted))
+    conn.executemany(UPSERT_EVENT_TYPE, rows)
+
+
+def _only_matcher(conn: sqlite3.Connection, subscription_id: str) -> Matcher:
+    """The one subscription a test event goes to, whatever its patterns and filter (paused: created and held)."""
+    row = conn.execute("SELECT state, ordering FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone()
+    if row is None or row[0] == "deleted":
+        raise NotFoundError(f"subscription {subscription_id!r} does not exist")
+    if row[0] not in ("active", "paused"):
+        raise FailedPreconditionError(f"subscription {subscription_id} is {row[0]}: nothing is delivered to it")
+    return Matcher.of(subscription_id, ["**"], None, ordered=row[1] == "subject")
+
+
 def append(
     conn: sqlite3.Connection,
     cache: SubscriptionCache,
@@ -193,11 +246,16 @@ def append(
     now: datetime,
     not_before: datetime | None,
     window: timedelta,
+    only_subscription: str | None = None,
 ) -> tuple[list[AppendOutcome], set[str]]:
     stamp = to_micros(now)
     due = max(stamp, to_micros(not_before)) if not_before is not None else stamp
     horizon = to_micros(now - window)
-    matchers = cache.matchers(conn)
+    if only_subscription is not None:
+        # A test send: exactly one delivery, to that subscription; the others' matchers are not consulted.
+        matchers = [_only_matcher(conn, only_subscription)]
+    else:
+        matchers = cache.matchers(conn)
     needs_document = any(m.filter is not None for m in matchers)
     stored = _latest_by_key(conn, events)
     # One writer owns the file, so seqs can be handed out here and the rows inserted in one executemany;
@@ -212,6 +270,7 @@ def append(
     touched: set[str] = set()
     seen: dict[tuple[str, str], AppendOutcome] = {}
     rows: list[tuple[object, ...]] = []
+    new_events: list[tuple[Event, str]] = []
     deliveries: list[Delivery] = []
     keys = OrderingKeys(conn)
     for event in events:
@@ -229,12 +288,15 @@ def append(
         seq += 1
         event_id = new_id("evt")
         rows.append((seq, event_id, *event_params(event), stamp, due if due != stamp else None))
+        new_events.append((event, event_id))
         outcome = AppendOutcome(event_id, seq, duplicate=False)
         outcomes.append(outcome)
         seen[key] = outcome
         document = filter_document(event) if needs_document else None
         for matcher in matchers:
-            if matcher.matches(event, document) and not matcher.starts_after(seq, stamp):
+            if only_subscription is not None or (
+                matcher.matches(event, document) and not matcher.starts_after(seq, stamp)
+            ):
                 ordering_key = matcher.key_of(event)
                 blocked = keys.blocked(matcher.subscription_id, ordering_key)
                 deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp, ordering_key, blocked))
@@ -245,6 +307,7 @@ def append(
             "extensions, data, data_kind, received_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        catalogue(conn, new_events, stamp)
     if deliveries:
         conn.executemany(INSERT_DELIVERY, deliveries)
     return outcomes, touched

@@ -104,6 +104,11 @@ class AdminStub:
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.ReplayRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__pb2.ReplayResponse.FromString,
                 _registered_method=True)
+        self.SendTestEvent = channel.unary_unary(
+                '/eventbus.v1.Admin/SendTestEvent',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.SendTestEventRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.FromString,
+                _registered_method=True)
         self.ListDeliveries = channel.unary_unary(
                 '/eventbus.v1.Admin/ListDeliveries',
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.ListDeliveriesRequest.SerializeToString,
@@ -168,6 +173,26 @@ class AdminStub:
                 '/eventbus.v1.Admin/DeleteSource',
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceResponse.FromString,
+                _registered_method=True)
+        self.ListEventTypes = channel.unary_unary(
+                '/eventbus.v1.Admin/ListEventTypes',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.ListEventTypesRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.ListEventTypesResponse.FromString,
+                _registered_method=True)
+        self.GetEventType = channel.unary_unary(
+                '/eventbus.v1.Admin/GetEventType',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.GetEventTypeRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.EventType.FromString,
+                _registered_method=True)
+        self.SetEventSchema = channel.unary_unary(
+                '/eventbus.v1.Admin/SetEventSchema',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.SetEventSchemaRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.EventType.FromString,
+                _registered_method=True)
+        self.DeleteEventSchema = channel.unary_unary(
+                '/eventbus.v1.Admin/DeleteEventSchema',
+                request_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaResponse.FromString,
                 _registered_method=True)
 
 
@@ -267,6 +292,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendTestEvent(self, request, context):
+        """Stores one test event (type `eventbus.test` unless given, source `/eventbus/test`, subject the subscription's
+        id) and delivers it to this subscription only, at once, with the usual attempts. A paused or disabled
+        subscription is FAILED_PRECONDITION. Answers the delivery (pending: GetDelivery shows its attempts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeliveries(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -357,6 +391,38 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEventTypes(self, request, context):
+        """Event types: the catalogue of the types seen (counted as events are stored, system events included) and
+        their optional JSON Schemas (draft 2020-12). Once a type has a schema, publishing an event of that type whose
+        data does not validate is INVALID_ARGUMENT naming `events[i].data` (nothing of the batch is stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventType(self, request, context):
+        """A type never seen and without a schema is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetEventSchema(self, request, context):
+        """Registers or replaces the type's schema (the type need not have been seen). A schema that is not valid
+        draft 2020-12, over 64 KiB, or with a `$ref` outside itself (remote references are never fetched) is
+        INVALID_ARGUMENT naming `schema`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEventSchema(self, request, context):
+        """Events of the type are no longer validated; a type without a schema is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -430,6 +496,11 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.ReplayRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__pb2.ReplayResponse.SerializeToString,
             ),
+            'SendTestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestEvent,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.SendTestEventRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.SerializeToString,
+            ),
             'ListDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeliveries,
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.ListDeliveriesRequest.FromString,
@@ -494,6 +565,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DeleteSource,
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteSourceResponse.SerializeToString,
+            ),
+            'ListEventTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventTypes,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.ListEventTypesRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.ListEventTypesResponse.SerializeToString,
+            ),
+            'GetEventType': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventType,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.GetEventTypeRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.EventType.SerializeToString,
+            ),
+            'SetEventSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEventSchema,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.SetEventSchemaRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.EventType.SerializeToString,
+            ),
+            'DeleteEventSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEventSchema,
+                    request_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -885,6 +976,33 @@ class Admin:
             _registered_method=True)
 
     @staticmethod
+    def SendTestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/SendTestEvent',
+            eventbus_dot_v1_dot_admin__pb2.SendTestEventRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.DeliveryRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListDeliveries(request,
             target,
             options=(),
@@ -1225,6 +1343,114 @@ class Admin:
             '/eventbus.v1.Admin/DeleteSource',
             eventbus_dot_v1_dot_admin__pb2.DeleteSourceRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__pb2.DeleteSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/ListEventTypes',
+            eventbus_dot_v1_dot_admin__pb2.ListEventTypesRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.ListEventTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/GetEventType',
+            eventbus_dot_v1_dot_admin__pb2.GetEventTypeRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.EventType.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEventSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/SetEventSchema',
+            eventbus_dot_v1_dot_admin__pb2.SetEventSchemaRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.EventType.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEventSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/DeleteEventSchema',
+            eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaResponse.FromString,
             options,
             channel_credentials,
             insecure,
