@@ -10,8 +10,10 @@ from aiohttp.typedefs import Middleware
 from eventbus.auth import OPEN, Access, KeyRing, Scope
 from eventbus.http.problems import Handler
 
-# Every route, by its canonical path (DESIGN.md §5 Auth). A route missing here still needs `admin` (fail closed),
-# but tests/test_scopes.py fails until it is listed: adding a route means deciding who may call it.
+# Every route, by its canonical path, or by "METHOD path" where methods differ (DESIGN.md §5 Auth). A route
+# missing here still needs `admin` (fail closed), but tests/test_scopes.py fails until it is listed: adding a route
+# means deciding who may call it. The REST API adds each of its operations here when it is installed, from the
+# access each operation declares (eventbus/http/rest/).
 ROUTE_ACCESS: Final[dict[str, Access]] = {
     "/healthz": OPEN,
     "/readyz": OPEN,
@@ -19,14 +21,22 @@ ROUTE_ACCESS: Final[dict[str, Access]] = {
     "/hooks/{source}": OPEN,  # the source's connector authenticates the sender (signatures)
     "/ui": OPEN,  # the dashboard shell; its data calls go to /v1 with a key kept in sessionStorage
     "/ui/": OPEN,
+    "/ui/{file}": OPEN,  # the dashboard's script and stylesheet
     "/metrics": Scope.ADMIN,
     "/events": Scope.PUBLISH,
 }
 DEFAULT_ACCESS: Final[Access] = Scope.ADMIN  # /v1/... and anything not listed
 
 
-def access_of(canonical: str) -> Access:
-    return ROUTE_ACCESS.get(canonical, DEFAULT_ACCESS)
+def declared_access(method: str, canonical: str) -> Access | None:
+    """What the table says of this route: its "METHOD path" entry, else its path entry, else None."""
+    found = ROUTE_ACCESS.get(f"{method} {canonical}")
+    return found if found is not None else ROUTE_ACCESS.get(canonical)
+
+
+def access_of(method: str, canonical: str) -> Access:
+    found = declared_access(method, canonical)
+    return found if found is not None else DEFAULT_ACCESS
 
 
 def auth_middleware(keys: KeyRing) -> Middleware:
@@ -37,7 +47,7 @@ def auth_middleware(keys: KeyRing) -> Middleware:
         resource = request.match_info.route.resource
         # No resource: no route matched (404, 405), which the router answers without reading anything.
         if resource is not None:
-            access = access_of(resource.canonical)
+            access = access_of(request.method, resource.canonical)
             if access != OPEN:
                 keys.authorize(request.headers.get("Authorization"), Scope(access))
         return await handler(request)

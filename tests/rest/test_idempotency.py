@@ -1,0 +1,224 @@
+"""`Idempotency-Key` on REST POSTs: the same key and body get the same answer and the operation runs once; another
+body under the key is refused (422); keys are per caller; a refused request does not keep its key; keys expire
+after 24 h (the manual clock), and expired ones are pruned from the store."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from eventbus.auth import Scope
+from eventbus.clock import ManualClock
+from eventbus.runtime import EventBusServer
+from eventbus.store.idempotency import idempotency_store_of
+from tests.delivery.helpers import MakeReceiver, Receiver, create_endpoint
+from tests.rest.helpers import ADMIN_KEY, Reply, Rest, encode, ok, problem
+
+DAY = timedelta(hours=24)
+
+
+def endpoint(hook: Receiver, n: int = 0) -> dict[str, Any]:
+    return {"url": f"{hook.url}/{n}", "patterns": ["order.*"]}
+
+
+async def create(rest: Rest, body: dict[str, Any], key: str, path: str = "/v1/endpoints") -> Reply:
+    return await rest.post(path, body, headers={"Idempotency-Key": key})
+
+
+async def count_endpoints(server: EventBusServer) -> int:
+    found, _ = await server.services.subscriptions.list_page(kind="webhook", page_size=1000)
+    return len(found)
+
+
+def stored_keys(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "eventbus.db") as db:
+        count: int = db.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0]
+        return count
+
+
+async def test_the_same_key_and_body_get_the_same_answer_and_run_once(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver
+) -> None:
+    hook = await receiver()
+    first = await create(rest, endpoint(hook), "create-1")
+    created = ok(first, 201)
+    assert "Idempotent-Replayed" not in first.headers
+
+    again = await create(rest, endpoint(hook), "create-1")
+    assert (again.status, again.body) == (first.status, first.body)  # the secret too: the answer as it was
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.content_type == "application/json"
+    assert await count_endpoints(server) == 1
+    assert ok(again, 201)["revealed"]["secret"] == created["revealed"]["secret"]
+
+    other = ok(await create(rest, endpoint(hook), "create-2"), 201)  # another key: another endpoint
+    assert other["id"] != created["id"] and await count_endpoints(server) == 2
+    plain = ok(await rest.post("/v1/endpoints", endpoint(hook)), 201)  # no key: every call runs
+    assert plain["id"] not in (created["id"], other["id"])
+
+
+async def test_a_publish_under_the_same_key_is_stored_once_and_answered_as_first(
+    server: EventBusServer, rest: Rest
+) -> None:
+    body = {"events": [{"specversion": "1.0", "id": "o-1", "source": "/shop", "type": "order.paid", "data": {}}]}
+    publisher = rest.with_key((await server.services.api_keys.create([Scope.PUBLISH])).key)
+    first = await create(publisher, body, "publish-1", "/v1/events")
+    assert first.status == 201 and first.json["events"][0]["duplicate"] is False
+    again = await create(publisher, body, "publish-1", "/v1/events")
+    # The first answer again (201, not a duplicate), not a second publish that dedup would answer with 200.
+    assert (again.status, again.body, again.headers["Idempotent-Replayed"]) == (201, first.body, "true")
+    stored, _ = await server.bus.list_events()
+    assert [s.event.id for s in stored] == ["o-1"]
+
+
+async def test_the_same_key_with_another_body_is_refused(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver
+) -> None:
+    hook = await receiver()
+    ok(await create(rest, endpoint(hook, 1), "k"), 201)
+    refused = problem(await create(rest, endpoint(hook, 2), "k"), 422)
+    assert "Idempotency-Key" in refused["detail"]
+    assert refused["type"].endswith("/idempotency-key-reused")
+    assert await count_endpoints(server) == 1
+    # Another path is another operation: the key is free there.
+    assert (await create(rest, {"name": "billing", "connector": "standardwebhooks"}, "k", "/v1/sources")).status == 201
+
+
+async def test_keys_of_different_callers_are_independent(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver
+) -> None:
+    hook = await receiver()
+    other = rest.with_key((await server.services.api_keys.create([Scope.ADMIN], name="second")).key)
+    mine = ok(await create(rest, endpoint(hook), "shared"), 201)
+    theirs = await create(other, endpoint(hook), "shared")
+    assert ok(theirs, 201)["id"] != mine["id"] and "Idempotent-Replayed" not in theirs.headers
+    assert await count_endpoints(server) == 2
+    # Each caller's key still replays for that caller only.
+    assert ok(await create(other, endpoint(hook), "shared"), 201)["id"] == ok(theirs, 201)["id"]
+    assert ok(await create(rest, endpoint(hook), "shared"), 201)["id"] == mine["id"]
+    problem(await create(other, endpoint(hook, 9), "shared"), 422)
+
+
+async def test_a_refused_request_does_not_keep_its_key(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver
+) -> None:
+    hook = await receiver()
+    bad = {"url": hook.url, "rate_limit": -1}
+    problem(await create(rest, bad, "retry-me"), 400, "rate_limit")
+    problem(await create(rest, bad, "retry-me"), 400, "rate_limit")  # refused again, neither replayed nor 422
+    problem(
+        await rest.post(
+            "/v1/endpoints", body=b"{", content_type="application/json", headers={"Idempotency-Key": "retry-me"}
+        ),
+        400,
+        "body",
+    )
+    problem(
+        await rest.post(
+            "/v1/endpoints", body=b"{}", content_type="text/plain", headers={"Idempotency-Key": "retry-me"}
+        ),
+        415,
+    )
+    fixed = await create(rest, endpoint(hook), "retry-me")  # the corrected request under the same key runs
+    assert fixed.status == 201 and "Idempotent-Replayed" not in fixed.headers
+    assert await count_endpoints(server) == 1
+
+
+async def test_keys_expire_after_24_hours(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver, clock: ManualClock
+) -> None:
+    hook = await receiver()
+    first = ok(await create(rest, endpoint(hook), "daily"), 201)
+    clock.advance(DAY)
+    assert ok(await create(rest, endpoint(hook), "daily"), 201)["id"] == first["id"]  # 24 h: still held
+    clock.advance(timedelta(seconds=1))
+    renewed = await create(rest, endpoint(hook), "daily")
+    assert ok(renewed, 201)["id"] != first["id"] and "Idempotent-Replayed" not in renewed.headers
+    assert await count_endpoints(server) == 2
+    clock.advance(DAY + timedelta(seconds=1))
+    assert (await create(rest, endpoint(hook, 2), "daily")).status == 201  # another body: free after expiry
+
+
+async def test_the_key_itself_is_checked(rest: Rest, receiver: MakeReceiver) -> None:
+    hook = await receiver()
+    problem(await create(rest, endpoint(hook), "x" * 256), 400, "Idempotency-Key")
+    assert (await create(rest, endpoint(hook), "x" * 255)).status == 201
+
+
+async def test_a_key_still_being_answered_is_a_conflict(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver
+) -> None:
+    """A second request while the first is in flight (its claim made here, as the server makes it): 409."""
+    hook = await receiver()
+    body = endpoint(hook)
+    encoded = encode(body)  # as `Rest.post` sends it, so the digests match
+    scope = f"{hashlib.sha256(f'Bearer {ADMIN_KEY}'.encode()).hexdigest()[:32]} POST /v1/endpoints"
+    store = idempotency_store_of(server.store)
+    now = server.bus.clock.now()
+    held = await store.claim_idempotency_key(
+        scope, "busy", hashlib.sha256(encoded).hexdigest(), now=now, expires_before=now - DAY, stale_before=now
+    )
+    assert held is None
+    problem(await create(rest, body, "busy"), 409)
+    assert await count_endpoints(server) == 0
+
+
+async def test_a_claim_left_by_a_dead_request_is_taken_over_after_five_minutes(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver, clock: ManualClock
+) -> None:
+    hook = await receiver()
+    body = endpoint(hook)
+    scope = f"{hashlib.sha256(f'Bearer {ADMIN_KEY}'.encode()).hexdigest()[:32]} POST /v1/endpoints"
+    store = idempotency_store_of(server.store)
+    now = server.bus.clock.now()
+    digest = hashlib.sha256(encode(body)).hexdigest()
+    assert (
+        await store.claim_idempotency_key(scope, "died", digest, now=now, expires_before=now - DAY, stale_before=now)
+        is None
+    )
+    clock.advance(timedelta(minutes=4))
+    problem(await create(rest, body, "died"), 409)  # it may still be running
+    clock.advance(timedelta(minutes=2))
+    assert ok(await create(rest, body, "died"), 201)  # its process died with it: the retry runs
+    assert await count_endpoints(server) == 1
+
+
+async def test_every_post_honours_the_key_so_a_retried_rotation_rotates_once(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver
+) -> None:
+    hook = await receiver()
+    info = await create_endpoint(server, hook)
+    path = f"/v1/subscriptions/{info.subscription.id}/rotate-secret"
+    first = await rest.post(path, headers={"Idempotency-Key": "rotate-1"})
+    again = await rest.post(path, headers={"Idempotency-Key": "rotate-1"})
+    assert (again.status, again.body, again.headers.get("Idempotent-Replayed")) == (200, first.body, "true")
+    stored = await server.services.subscriptions.find(info.subscription.id)
+    assert len(stored.secrets["keys"]) == 2  # the new secret and the one it replaced: one rotation
+
+
+async def test_the_store_prunes_expired_keys_only(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver, clock: ManualClock, tmp_path: Path
+) -> None:
+    hook = await receiver()
+    ok(await create(rest, endpoint(hook, 1), "old"), 201)
+    clock.advance(DAY + timedelta(seconds=1))
+    ok(await create(rest, endpoint(hook, 2), "new"), 201)
+    assert stored_keys(tmp_path) == 2
+    store = idempotency_store_of(server.store)
+    assert await store.prune_idempotency_keys(older_than=clock.now() - DAY, limit=100) == 1
+    assert stored_keys(tmp_path) == 1
+    assert ok(await create(rest, endpoint(hook, 2), "new"), 201)  # the fresh key still replays
+    assert await count_endpoints(server) == 2
+
+
+async def test_upkeep_prunes_expired_keys(
+    server: EventBusServer, rest: Rest, receiver: MakeReceiver, clock: ManualClock, tmp_path: Path
+) -> None:
+    hook = await receiver()
+    ok(await create(rest, endpoint(hook), "old"), 201)
+    clock.advance(DAY + timedelta(seconds=1))
+    await server.bus.run_upkeep()
+    assert stored_keys(tmp_path) == 0
