@@ -21,6 +21,7 @@ from eventbus.bus.service import Bus, BusSettings
 from eventbus.bus.services import Services
 from eventbus.bus.sources import Sources
 from eventbus.bus.subscriptions import Subscriptions
+from eventbus.bus.types import EventTypes
 from eventbus.bus.webhooks import WebhookKind
 from eventbus.clock import Clock
 from eventbus.config import ListenAddress, ServerSettings
@@ -31,12 +32,15 @@ from eventbus.grpc.server import GrpcServer
 from eventbus.http.app import make_app
 from eventbus.http.hooks import HookContext
 from eventbus.http.hooks import add_routes as add_hook_routes
+from eventbus.http.rest import install as install_rest
+from eventbus.http.ui import install as install_ui
 from eventbus.plugin.lifecycle import ServerContext
 from eventbus.plugin.manager import Plugins, load_plugins
 from eventbus.store import open_store
 from eventbus.store.keys import key_store_of
 from eventbus.store.sources import source_store_of
 from eventbus.store.state import state_store_of
+from eventbus.store.types import event_type_store_of
 
 log = structlog.get_logger("eventbus.server")
 
@@ -89,6 +93,7 @@ class EventBusServer:
             deliveries=Deliveries(self.bus),
             api_keys=ApiKeys(key_store_of(self.store), self.keys, self.bus.clock),
             sources=Sources(self.bus, source_store_of(self.store), self.plugins.connectors()),
+            types=EventTypes(self.bus, event_type_store_of(self.store)),
         )
         self.groups = self.services.groups
         self.grpc = GrpcServer(self.services, self.keys, str(settings.grpc_listen))
@@ -114,6 +119,8 @@ class EventBusServer:
         )
         self.services.sources.changed.append(hooks.forget)
         add_hook_routes(app, hooks)
+        install_rest(app, self.services)
+        install_ui(app)
         self.http_app = app
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
