@@ -16,6 +16,7 @@ from eventbus.errors import FieldViolation, InvalidArgumentError, PayloadTooLarg
 from eventbus.patterns import TYPE_SEGMENT
 
 MAX_EVENT_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 128  # nesting of arrays and objects in JSON data: deeper breaks every recursive reader
 SPEC_VERSION = "1.0"
 CORE_ATTRIBUTES = frozenset(
     {"id", "source", "specversion", "type", "subject", "time", "datacontenttype", "dataschema", "data"}
@@ -221,8 +222,11 @@ def validate_event(event: Event) -> None:
     if event.data is not None and event.data_kind is DataKind.JSON:
         try:
             json.loads(event.data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             problems.append(FieldViolation("data", f"not valid JSON: {exc}"))
+        else:
+            if json_too_deep(event.data):
+                problems.append(FieldViolation("data", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"))
     if problems:
         raise InvalidArgumentError.from_violations(problems)
     size = event.size()
@@ -231,6 +235,26 @@ def validate_event(event: Event) -> None:
             f"event is {size} bytes, over the limit of {MAX_EVENT_BYTES}",
             violations=[FieldViolation("data", f"event is {size} bytes; the limit is {MAX_EVENT_BYTES} (1 MiB)")],
         )
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(document: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether valid JSON text nests arrays and objects deeper than `limit`: what recursive code (views, schema
+    validation, the CLI) can no longer walk. Costs two byte counts unless the text holds more than `limit`
+    containers in all."""
+    data = document.encode("utf-8", "surrogatepass") if isinstance(document, str) else document
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    structure = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in structure:
+        depth += 1 if byte in (0x5B, 0x7B) else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def _extension_problems(name: object, value: object) -> list[FieldViolation]:

@@ -183,11 +183,11 @@ async def test_endpoints_test_and_subscriptions_test(address: str, receiver: tup
     assert body["type"] == "eventbus.test" and body["data"]["subscription_id"] == endpoint["id"]
 
     given = await cli(
-        address, "subscriptions", "test", endpoint["id"], "--type", "order.paid", "--data", '{"total": 7}'
+        address, "subscriptions", "test", endpoint["id"], "--type", "eventbus.test.order", "--data", '{"total": 7}'
     )
     assert given.json()["subscription_id"] == endpoint["id"]
     body = json.loads(await asyncio.wait_for(bodies.get(), 10))
-    assert (body["type"], body["data"]) == ("order.paid", {"total": 7})
+    assert (body["type"], body["data"]) == ("eventbus.test.order", {"total": 7})
 
     async def attempts(delivery_id: str) -> list[dict[str, object]]:
         while True:  # each round is a process and a server round trip: no sleep needed

@@ -72,6 +72,7 @@ class Deliveries:
         state: str = "",
         page_size: int = 100,
         page_token: str = "",
+        newest_first: bool = False,
     ) -> tuple[list[DeliveryRecord], str]:
         if not 0 <= page_size <= 1000:
             raise InvalidArgumentError.for_field("page_size", "must be between 1 and 1000 (0 means 100)")
@@ -88,6 +89,7 @@ class Deliveries:
                 state=state or None,
                 after_id=page_token,
                 limit=size + 1,
+                newest_first=newest_first,
             )
         )
         page = found[:size]

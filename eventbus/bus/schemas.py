@@ -37,7 +37,6 @@ REFRESH_EVERY = 1.0  # seconds: another process may change a schema; this proces
 DIALECTS: Final = frozenset(
     {"https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#"}
 )
-_THREAD_ABOVE = 256 * 1024  # bytes of data: larger batches are validated off the event loop
 _MAX_DETAIL = 400
 _RE2_OPTIONS: Final = re2.Options()
 _RE2_OPTIONS.log_errors = False
@@ -103,9 +102,44 @@ def _additional_properties(
             yield ValidationError(f"Additional properties are not allowed ({listed} {verb} unexpected)")
 
 
+def _canonical(value: object) -> object:
+    """A hashable form in which two JSON values are equal as JSON Schema compares them (1 == 1.0, true != 1)."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, int | float):
+        return ("number", int(value) if isinstance(value, float) and value.is_integer() else value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_canonical(item) for item in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((key, _canonical(item)) for key, item in value.items()))
+    return ("other", repr(value))
+
+
+def _unique_items(
+    validator: Any, unique: object, instance: object, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """`uniqueItems` in linear time (the stock check compares objects pairwise: minutes on a 40 KB array)."""
+    if not unique or not isinstance(instance, list):
+        return
+    seen: set[object] = set()
+    for item in instance:
+        key = _canonical(item)
+        if key in seen:
+            yield ValidationError(f"{_clip(repr(instance))} has non-unique elements")
+            return
+        seen.add(key)
+
+
 Validator: Final[type[Draft202012Validator]] = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
-    {"pattern": _pattern, "patternProperties": _pattern_properties, "additionalProperties": _additional_properties},
+    {
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _additional_properties,
+        "uniqueItems": _unique_items,
+    },
 )
 
 
@@ -175,8 +209,13 @@ def compile_schema(value: object) -> CompiledSchema:
         raise _refuse("a JSON Schema is an object (or true / false)")
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode()
+    except UnicodeEncodeError:
+        raise _refuse("a string holds a lone surrogate (not a Unicode character)") from None
     except (TypeError, ValueError) as exc:
         raise _refuse(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise _refuse("nested too deeply") from None
     if len(text.encode()) > MAX_SCHEMA_BYTES:
         raise _refuse(f"{len(text.encode())} bytes; at most {MAX_SCHEMA_BYTES}")
     dialect = value.get("$schema") if isinstance(value, Mapping) else None
@@ -215,7 +254,7 @@ def instance_of(event: Event) -> object:
     if event.has_json_data:
         try:
             return json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return NOT_JSON
     if event.data_kind is DataKind.TEXT:
         return event.data.decode("utf-8", "replace")
@@ -307,10 +346,8 @@ class SchemaCache:
         ]
         if not checks:
             return
-        if sum(len(event.data or b"") for event, _, _ in checks) > _THREAD_ABOVE:
-            await asyncio.to_thread(_check_all, checks)
-        else:
-            _check_all(checks)
+        # Off the event loop: how long a schema takes depends on the schema and the data, not only on the size.
+        await asyncio.to_thread(_check_all, checks)
 
 
 def _check_all(checks: Sequence[tuple[Event, CompiledSchema, str]]) -> None:

@@ -124,5 +124,6 @@ class DeliveryQuery:
     subscription_id: str | None = None
     event_seq: int | None = None
     state: str | None = None
-    after_id: str = ""
+    after_id: str = ""  # the last id of the previous page (in the order asked)
     limit: int = 100
+    newest_first: bool = False

@@ -58,7 +58,11 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> DeliveryRecord |
 
 
 def list_deliveries(conn: sqlite3.Connection, query: DeliveryQuery) -> list[DeliveryRecord]:
-    clauses, params = ["d.delivery_id > ?"], [query.after_id]
+    clauses: list[str] = []
+    params: list[str] = []
+    if query.after_id:
+        clauses.append("d.delivery_id < ?" if query.newest_first else "d.delivery_id > ?")
+        params.append(query.after_id)
     if query.subscription_id is not None:
         clauses.append("d.subscription_id = ?")
         params.append(query.subscription_id)
@@ -68,7 +72,9 @@ def list_deliveries(conn: sqlite3.Connection, query: DeliveryQuery) -> list[Deli
     if query.state is not None:
         clauses.append("d.state = ?")
         params.append(query.state)
-    sql = f"SELECT {DELIVERY_COLUMNS} {_FROM} WHERE {' AND '.join(clauses)} ORDER BY d.delivery_id LIMIT ?"
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    order = "DESC" if query.newest_first else "ASC"
+    sql = f"SELECT {DELIVERY_COLUMNS} {_FROM} {where} ORDER BY d.delivery_id {order} LIMIT ?"
     return [delivery_from_row(row) for row in conn.execute(sql, (*params, query.limit))]
 
 

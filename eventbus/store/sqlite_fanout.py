@@ -199,6 +199,8 @@ def sample_of(event: Event) -> tuple[str | None, str | None]:
     if data is None:
         return None, None
     if event.data_kind is DataKind.TEXT and not event.has_json_data:
+        if len(data) > MAX_SAMPLE_BYTES:  # its JSON string is at least as long
+            return None, "too_large"
         text = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)  # text data is a JSON string
         return (text, None) if len(text.encode()) <= MAX_SAMPLE_BYTES else (None, "too_large")
     if not event.has_json_data:
@@ -208,7 +210,7 @@ def sample_of(event: Event) -> tuple[str | None, str | None]:
     try:
         text = data.decode("utf-8")
         json.loads(text)
-    except ValueError:  # UnicodeDecodeError included
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
         return None, "not_json"
     return text, None
 

@@ -283,10 +283,12 @@ async def test_send_a_test_event_to_one_subscription(
     assert request.webhook_id == queued["event_id"]
     assert request.json()["type"] == "eventbus.test"  # sent although the patterns are order.*
 
-    custom = ok(await rest.post(f"/v1/subscriptions/{sub_id}/test", {"type": "order.paid", "data": {"n": 7}}), 202)
+    custom = ok(
+        await rest.post(f"/v1/subscriptions/{sub_id}/test", {"type": "eventbus.test.order", "data": {"n": 7}}), 202
+    )
     await wait_state(server, custom["id"], "succeeded")
     [_, second] = await hook.wait_for(2)
-    assert second.json()["type"] == "order.paid" and second.json()["data"] == {"n": 7}
+    assert second.json()["type"] == "eventbus.test.order" and second.json()["data"] == {"n": 7}
     await settle(server)
     assert bystander.requests == []  # to this subscription only
 

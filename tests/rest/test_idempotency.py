@@ -48,11 +48,13 @@ async def test_the_same_key_and_body_get_the_same_answer_and_run_once(
     assert "Idempotent-Replayed" not in first.headers
 
     again = await create(rest, endpoint(hook), "create-1")
-    assert (again.status, again.body) == (first.status, first.body)  # the secret too: the answer as it was
+    replayed = ok(again, 201)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.content_type == "application/json"
     assert await count_endpoints(server) == 1
-    assert ok(again, 201)["revealed"]["secret"] == created["revealed"]["secret"]
+    # The same answer, but a secret is shown once: the replay does not reveal it again.
+    assert replayed["revealed"] == {"secret": "[shown once]"}
+    assert {**replayed, "revealed": None} == {**created, "revealed": None}
 
     other = ok(await create(rest, endpoint(hook), "create-2"), 201)  # another key: another endpoint
     assert other["id"] != created["id"] and await count_endpoints(server) == 2
@@ -194,7 +196,8 @@ async def test_every_post_honours_the_key_so_a_retried_rotation_rotates_once(
     path = f"/v1/subscriptions/{info.subscription.id}/rotate-secret"
     first = await rest.post(path, headers={"Idempotency-Key": "rotate-1"})
     again = await rest.post(path, headers={"Idempotency-Key": "rotate-1"})
-    assert (again.status, again.body, again.headers.get("Idempotent-Replayed")) == (200, first.body, "true")
+    assert (again.status, again.headers.get("Idempotent-Replayed")) == (200, "true")
+    assert ok(again)["revealed"] == {"secret": "[shown once]"} and ok(first)["revealed"]["secret"].startswith("whsec_")
     stored = await server.services.subscriptions.find(info.subscription.id)
     assert len(stored.secrets["keys"]) == 2  # the new secret and the one it replaced: one rotation
 
@@ -222,3 +225,13 @@ async def test_upkeep_prunes_expired_keys(
     clock.advance(DAY + timedelta(seconds=1))
     await server.bus.run_upkeep()
     assert stored_keys(tmp_path) == 0
+
+
+async def test_a_new_api_key_is_never_kept_for_a_replay(rest: Rest, tmp_path: Path) -> None:
+    first = ok(await rest.post("/v1/keys", {"scopes": ["publish"]}, headers={"Idempotency-Key": "key-1"}), 201)
+    assert first["key"].startswith("ebk_")
+    again = ok(await rest.post("/v1/keys", {"scopes": ["publish"]}, headers={"Idempotency-Key": "key-1"}), 201)
+    assert (again["id"], again["key"]) == (first["id"], "[shown once]")
+    with sqlite3.connect(tmp_path / "eventbus.db") as db:
+        kept = b"".join(row[0] for row in db.execute("SELECT body FROM idempotency_keys"))
+    assert first["key"].encode() not in kept and b"[shown once]" in kept

@@ -18,6 +18,7 @@ from eventbus import __version__
 from eventbus.auth import OPEN, Access
 from eventbus.bus.services import Services
 from eventbus.errors import InvalidArgumentError
+from eventbus.model import MAX_JSON_DEPTH, json_too_deep
 
 JSON = dict[str, Any]
 SERVICES = web.AppKey("rest_services", Services)
@@ -107,6 +108,7 @@ class Operation:
     body_required: bool = True
     responses: Mapping[int, tuple[str, JSON | None]] = field(default_factory=dict)  # status → (description, schema)
     idempotent: bool = False  # honours Idempotency-Key (every POST: a retried POST must not run twice)
+    reveals: tuple[str, ...] = ()  # top-level answer fields holding a secret shown once: never kept for replays
 
 
 class Api:
@@ -135,6 +137,7 @@ class Api:
         body: JSON | None = None,
         body_required: bool = True,
         idempotent: bool | None = None,
+        reveals: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
         # The issue promises Idempotency-Key on POSTs, not on creates only: a retried rotate-secret, resend or
         # test-send would otherwise run twice (and a rotation's first secret would be shown to no one).
@@ -155,6 +158,7 @@ class Api:
                     body_required,
                     dict(responses),
                     honours_key,
+                    tuple(reveals),
                 )
             )
             return handler
@@ -170,7 +174,7 @@ class Api:
             access_table[f"{operation.method} {operation.path}"] = operation.access
             handler = _route_handler(operation)
             if operation.idempotent:
-                handler = with_idempotency(handler)
+                handler = with_idempotency(handler, operation.reveals)
             app.router.add_route(operation.method, operation.path, handler)
         document = json.dumps(self.openapi()).encode()
 
@@ -277,10 +281,33 @@ def _route_handler(operation: Operation) -> Callable[[web.Request], Awaitable[we
         answer = await operation.handler(Call(request, operation))
         if answer.document is None and answer.status == 204:
             return web.Response(status=204, headers=answer.headers)
-        body = json.dumps(answer.document, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(answer.document, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:  # a lone surrogate stored by another way in: escaped, never a 500
+            body = json.dumps(answer.document, separators=(",", ":")).encode()
         return web.Response(status=answer.status, body=body, content_type="application/json", headers=answer.headers)
 
     return handle
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(document: object) -> bool:
+    """Whether any string or key of the parsed document holds a lone surrogate (walked without recursion)."""
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 async def read_json_object(request: web.Request, *, optional: bool = False) -> JSON:
@@ -300,6 +327,10 @@ async def read_json_object(request: web.Request, *, optional: bool = False) -> J
         document = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise InvalidArgumentError.for_field("body", f"not valid JSON: {exc}") from exc
+    if json_too_deep(body):
+        raise InvalidArgumentError.for_field("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if _ESCAPED_SURROGATE.search(body) and _has_lone_surrogate(document):
+        raise InvalidArgumentError.for_field("body", "a string holds a lone surrogate (\\uD800-\\uDFFF alone)")
     if not isinstance(document, dict):
         raise InvalidArgumentError.for_field("body", "must be a JSON object")
     return document

@@ -2,12 +2,14 @@
 operation runs once; the same key with another body is refused (422); a key still being answered is a 409.
 
 Keys are per caller (a digest of its credentials, never the key itself), method and path. Only successful
-answers (2xx) are kept: a refused request may be corrected and sent again under the same key.
+answers (2xx) are kept: a refused request may be corrected and sent again under the same key. A secret an answer
+reveals (a generated signing secret, a new API key) is not kept: a replay shows `[shown once]` in its place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -23,7 +25,27 @@ MAX_KEY = 255
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def with_idempotency(handler: RouteHandler) -> RouteHandler:
+SHOWN_ONCE = "[shown once]"
+
+
+def _kept(body: bytes, reveals: tuple[str, ...]) -> bytes:
+    """The answer as it is kept for replays: the secrets it revealed replaced (a secret is shown once)."""
+    if not reveals:
+        return body
+    document = json.loads(body)
+    if isinstance(document, dict):
+        for name in reveals:
+            value = document.get(name)
+            if isinstance(value, dict):
+                document[name] = dict.fromkeys(value, SHOWN_ONCE)
+            elif isinstance(value, list):
+                document[name] = [SHOWN_ONCE for _ in value]
+            elif isinstance(value, str):
+                document[name] = SHOWN_ONCE
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def with_idempotency(handler: RouteHandler, reveals: tuple[str, ...] = ()) -> RouteHandler:
     async def handle(request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key")
         if key is None:
@@ -68,7 +90,11 @@ def with_idempotency(handler: RouteHandler) -> RouteHandler:
             EARLY_BODY.reset(token)
         if 200 <= response.status < 300 and isinstance(response, web.Response) and isinstance(response.body, bytes):
             await store.answer_idempotency_key(
-                scope, key, status=response.status, content_type=response.content_type, body=response.body or b""
+                scope,
+                key,
+                status=response.status,
+                content_type=response.content_type,
+                body=_kept(response.body or b"", reveals),
             )
         else:
             await store.release_idempotency_key(scope, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ PAGE_PARAMS = (
     Param("page_token", {"type": "string"}, "the `next_page_token` of the previous page"),
 )
 MAX_TEXT = 4096
+_INTEGER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only (int() would take "１", "1_0" and " 1")
 
 
 def page(call: Call) -> tuple[int, str]:
@@ -27,10 +29,9 @@ def query_int(call: Call, name: str, *, low: int, high: int) -> int | None:
     text = call.query(name)
     if text is None:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidArgumentError.for_field(name, f"{text[:40]!r} is not an integer") from None
+    if not _INTEGER.fullmatch(text):
+        raise InvalidArgumentError.for_field(name, f"{text[:40]!r} is not an integer")
+    value = int(text)
     if not low <= value <= high:
         raise InvalidArgumentError.for_field(name, f"must be between {low} and {high}")
     return value

@@ -68,6 +68,13 @@ def _settings(body: JSON) -> dict[str, object]:
     }
 
 
+def _newest_first(call: Call) -> bool:
+    order = call.query("order") or "oldest"
+    if order not in ("oldest", "newest"):
+        raise InvalidArgumentError.for_field("order", "oldest or newest")
+    return order == "newest"
+
+
 def _event_ref(call: Call) -> EventRef:
     event_id, source, id = call.query("event_id"), call.query("source"), call.query("id")
     if not event_id and not (source and id):
@@ -105,6 +112,7 @@ def add(api: Api) -> None:
         "POST",
         "/v1/subscriptions",
         operation_id="createSubscription",
+        reveals=("revealed",),
         summary="Create a subscription of any kind",
         tag=tag,
         access=Scope.ADMIN,
@@ -145,6 +153,7 @@ def add(api: Api) -> None:
         "POST",
         "/v1/endpoints",
         operation_id="createEndpoint",
+        reveals=("revealed",),
         summary="Create a webhook endpoint (its other operations are under /v1/subscriptions/{subscription_id})",
         tag="endpoints",
         access=Scope.ADMIN,
@@ -217,6 +226,7 @@ def add(api: Api) -> None:
         "POST",
         "/v1/subscriptions/{subscription_id}/rotate-secret",
         operation_id="rotateSubscriptionSecret",
+        reveals=("revealed",),
         summary="A new signing secret; the previous one keeps signing 24 h",
         tag=tag,
         access=Scope.ADMIN,
@@ -287,7 +297,9 @@ def add(api: Api) -> None:
         summary="Send it a sample event now (to this subscription only)",
         tag=tag,
         access=Scope.ADMIN,
-        body=p.body_schema({"type": {"type": "string"}, "data": {}}),
+        body=p.body_schema(
+            {"type": {"type": "string", "pattern": "^eventbus\\.test(\\.[A-Za-z0-9_-]+)*$"}, "data": {}}
+        ),
         body_required=False,
         responses={202: ("The delivery of the test event; follow it with getDelivery.", delivery)},
     )
@@ -320,7 +332,7 @@ def add(api: Api) -> None:
         "GET",
         "/v1/deliveries",
         operation_id="listDeliveries",
-        summary="Deliveries, oldest first",
+        summary="Deliveries, oldest first (or newest first)",
         tag="deliveries",
         access=Scope.ADMIN,
         query=(
@@ -329,6 +341,7 @@ def add(api: Api) -> None:
             Param("source", {"type": "string"}, "the event's CloudEvents source (with id)"),
             Param("id", {"type": "string"}, "the event's CloudEvents id (with source)"),
             Param("state", {"type": "string", "enum": ["pending", "leased", "succeeded", "dead"]}, "in this state"),
+            Param("order", {"type": "string", "enum": ["oldest", "newest"]}, "oldest first (default) or newest first"),
             *p.PAGE_PARAMS,
         ),
         responses={200: ("A page of deliveries.", page_of(delivery))},
@@ -343,6 +356,7 @@ def add(api: Api) -> None:
             state=call.query("state") or "",
             page_size=size,
             page_token=token,
+            newest_first=_newest_first(call),
         )
         return Answer(200, {"items": [delivery_view(d) for d in found], "next_page_token": next_token})
 

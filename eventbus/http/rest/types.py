@@ -59,9 +59,12 @@ def add(api: Api) -> None:
     )
     async def list_types(call: Call) -> Answer:
         size, token = p.page(call)
-        found, next_token = await call.services.types.list_page(
-            page_size=size, page_token=token, pattern=call.query("pattern") or None
-        )
+        try:
+            found, next_token = await call.services.types.list_page(
+                page_size=size, page_token=token, pattern=call.query("pattern") or None
+            )
+        except InvalidArgumentError as exc:
+            raise p.renamed(exc, "pattern", "pattern") from exc
         return Answer(200, {"items": [event_type_view(r) for r in found], "next_page_token": next_token})
 
     @api.operation(
@@ -89,8 +92,8 @@ def add(api: Api) -> None:
     async def set_schema(call: Call) -> Answer:
         body = await call.body()
         p.refuse_unknown(body, ["schema"])
-        if "schema" not in body:
-            raise InvalidArgumentError.for_field("schema", "is required")
+        if not isinstance(body.get("schema"), dict | bool):
+            raise InvalidArgumentError.for_field("schema", "is required: a JSON Schema object (or true / false)")
         record = await call.services.types.set_schema(call.path("type"), body["schema"])
         return Answer(200, event_type_view(record))
 

@@ -466,8 +466,8 @@ function deliveryRows(deliveries, { showEvent = true, showSubscription = false }
 async function subscriptionPage(id) {
   const [sub, dead, pending] = await Promise.all([
     api(`subscriptions/${enc(id)}`),
-    api("deliveries", { query: { subscription_id: id, state: "dead", page_size: 200 } }),
-    api("deliveries", { query: { subscription_id: id, state: "pending", page_size: 200 } }),
+    api("deliveries", { query: { subscription_id: id, state: "dead", order: "newest", page_size: 50 } }),
+    api("deliveries", { query: { subscription_id: id, state: "pending", order: "newest", page_size: 50 } }),
   ]);
   const failures = [...dead.items, ...pending.items.filter((d) => d.attempts > 0)]
     .sort((a, b) => String(b.last_attempt_at || "").localeCompare(String(a.last_attempt_at || "")))
