@@ -57,15 +57,26 @@ UPDATE = p.body_schema(SETTINGS)
 ID = "subscription_id"
 
 
-def _settings(body: JSON) -> dict[str, object]:
-    return {
-        "patterns": p.texts(body, "patterns"),
-        "filter": p.text(body, "filter"),
-        "retry_schedule": p.durations(body, "retry_schedule"),
-        "rate_limit": p.number(body, "rate_limit"),
-        "max_concurrency": p.integer(body, "max_concurrency"),
-        "max_pending_age": p.duration(body, "max_pending_age"),
-    }
+def _input(body: JSON, *, kind: str = "webhook", options: dict[str, object] | None = None) -> SubscriptionInput:
+    """A create (with `kind`) or an update: the settings the body gives, None for the rest."""
+    return SubscriptionInput(
+        kind=kind,
+        patterns=p.texts(body, "patterns"),
+        filter=p.text(body, "filter"),
+        options=options,
+        retry_schedule=p.durations(body, "retry_schedule"),
+        rate_limit=p.number(body, "rate_limit"),
+        max_concurrency=p.integer(body, "max_concurrency"),
+        max_pending_age=p.duration(body, "max_pending_age"),
+        ordering=p.text(body, "ordering"),
+        paused=bool(p.flag(body, "paused")),
+    )
+
+
+async def _page_of_kind(call: Call, kind: str | None) -> Answer:
+    size, token = p.page(call)
+    found, next_token = await call.services.subscriptions.list_page(kind=kind, page_size=size, page_token=token)
+    return Answer(200, {"items": [subscription_view(i) for i in found], "next_page_token": next_token})
 
 
 def _newest_first(call: Call) -> bool:
@@ -103,10 +114,7 @@ def add(api: Api) -> None:
         responses={200: ("A page of subscriptions.", page_of(subscription))},
     )
     async def list_subscriptions(call: Call) -> Answer:
-        size, token = p.page(call)
-        kind = call.query("kind") or None
-        found, next_token = await call.services.subscriptions.list_page(kind=kind, page_size=size, page_token=token)
-        return Answer(200, {"items": [subscription_view(i) for i in found], "next_page_token": next_token})
+        return await _page_of_kind(call, call.query("kind") or None)
 
     @api.operation(
         "POST",
@@ -123,13 +131,7 @@ def add(api: Api) -> None:
     async def create_subscription(call: Call) -> Answer:
         body = await call.body()
         p.refuse_unknown(body, list(CREATE["properties"]))
-        spec = SubscriptionInput(
-            kind=p.text(body, "kind", required=True) or "",
-            options=p.mapping(body, "options"),
-            ordering=p.text(body, "ordering"),
-            paused=bool(p.flag(body, "paused")),
-            **_settings(body),  # type: ignore[arg-type]
-        )
+        spec = _input(body, kind=p.text(body, "kind", required=True) or "", options=p.mapping(body, "options"))
         return Answer(201, subscription_view(await call.services.subscriptions.create(spec)))
 
     @api.operation(
@@ -143,11 +145,7 @@ def add(api: Api) -> None:
         responses={200: ("A page of endpoints.", page_of(subscription))},
     )
     async def list_endpoints(call: Call) -> Answer:
-        size, token = p.page(call)
-        found, next_token = await call.services.subscriptions.list_page(
-            kind="webhook", page_size=size, page_token=token
-        )
-        return Answer(200, {"items": [subscription_view(i) for i in found], "next_page_token": next_token})
+        return await _page_of_kind(call, "webhook")
 
     @api.operation(
         "POST",
@@ -165,14 +163,7 @@ def add(api: Api) -> None:
         body = await call.body()
         p.refuse_unknown(body, list(ENDPOINT["properties"]))
         options = {k: body[k] for k in ("url", "secret", "headers", "format", "timeout") if body.get(k) is not None}
-        spec = SubscriptionInput(
-            kind="webhook",
-            options=options,
-            ordering=p.text(body, "ordering"),
-            paused=bool(p.flag(body, "paused")),
-            **_settings(body),  # type: ignore[arg-type]
-        )
-        return Answer(201, subscription_view(await call.services.subscriptions.create(spec)))
+        return Answer(201, subscription_view(await call.services.subscriptions.create(_input(body, options=options))))
 
     @api.operation(
         "GET",
@@ -199,7 +190,7 @@ def add(api: Api) -> None:
     async def update_subscription(call: Call) -> Answer:
         body = await call.body()
         p.refuse_unknown(body, list(UPDATE["properties"]))
-        spec = SubscriptionInput(options=p.mapping(body, "options"), **_settings(body))  # type: ignore[arg-type]
+        spec = _input(body, options=p.mapping(body, "options"))
         return Answer(200, subscription_view(await call.services.subscriptions.update(call.path(ID), spec)))
 
     @api.operation(
