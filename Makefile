@@ -9,10 +9,10 @@ PROTOS := $(wildcard proto/eventbus/v1/*.proto)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint proto proto-check pytest bench clean
+.PHONY: help run test test-postgres lint proto proto-check pytest bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,14 @@ $(PY):
 
 # A new or changed bundled plugin reinstalls too (its pyproject.toml is newer than the stamp).
 $(STAMP_RUN): pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(PY)
-	$(PY) -m pip install --quiet -e . $(foreach plugin,$(wildcard plugins/*/),-e $(plugin))
+	$(PY) -m pip install --quiet -e '.[postgres]' $(foreach plugin,$(wildcard plugins/*/),-e $(plugin))
 	@touch $@
 
 $(STAMP_DEV): pyproject.toml $(STAMP_RUN)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	@touch $@
 
-run: $(STAMP_RUN) ## Create .venv, install eventbus and the bundled plugins, serve on the embedded SQLite store
+run: $(STAMP_RUN) ## Create .venv, install eventbus (with PostgreSQL support) and the bundled plugins, serve on SQLite
 	$(BIN)/eventbus serve $(ARGS)
 
 test: $(STAMP_DEV) proto-check lint pytest ## Install the dev extras; proto drift check, ruff, mypy strict, the whole suite
@@ -40,6 +40,11 @@ lint: $(STAMP_DEV) ## ruff, and mypy --strict on eventbus/ and the bundled plugi
 
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest $(ARGS)
+	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest tests/store $(ARGS)
+
+# Each test gets a fresh schema in the `test` database of the local server (127.0.0.1:5432); they skip when it is down.
+test-postgres: $(STAMP_DEV) ## The store contract, gRPC, HTTP, delivery and connector suites on the local PostgreSQL
+	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest tests/store tests/grpc tests/http tests/delivery tests/hooks $(ARGS)
 
 proto: $(STAMP_DEV) ## Regenerate eventbus/v1/ from proto/
 	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \

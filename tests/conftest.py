@@ -3,16 +3,21 @@ clock, a connected client, and a helper that runs `eventbus serve` as a real sub
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 
 from eventbus.bus.service import BusSettings
@@ -23,14 +28,73 @@ from eventbus.runtime import EventBusServer
 from eventbus.store import open_store
 from eventbus.store.base import Store
 
+T = TypeVar("T")
 TEST_STORE = os.environ.get("EVENTBUS_TEST_STORE", "sqlite")
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+PG_DATABASE = "test"
+# Schemas made for this session's tests (one per test temp dir), dropped when the session ends.
+_pg_schemas: dict[Path, str] = {}
+_pg_checked: list[str] = []  # after the first check: "" if PostgreSQL answered, else why not
+
+
+def _in_own_loop(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run asyncio work from sync code that may itself be called inside a running loop (an async test)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(work())).result()
+
+
+async def _ensure_test_database() -> None:
+    conn = await asyncpg.connect(f"{PG_SERVER}/postgres", timeout=5)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
+            try:
+                await conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another test session made it first
+    finally:
+        await conn.close()
+
+
+def _postgres_url(tmp_path: Path) -> str:
+    """A fresh schema of the `test` database per test (the same one for every call with the same temp dir, so a
+    test can reopen or restart on it); the test is skipped when PostgreSQL does not answer."""
+    if not _pg_checked:
+        try:
+            _in_own_loop(_ensure_test_database)
+            _pg_checked.append("")
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            _pg_checked.append(f"{type(exc).__name__}: {exc}")
+    if _pg_checked[0]:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {_pg_checked[0]}")
+    schema = _pg_schemas.setdefault(tmp_path, f"t_{uuid.uuid4().hex}")
+    return f"{PG_SERVER}/{PG_DATABASE}?schema={schema}"
+
+
+async def _drop_schemas(schemas: list[str]) -> None:
+    conn = await asyncpg.connect(f"{PG_SERVER}/{PG_DATABASE}", timeout=5)
+    try:
+        for schema in schemas:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_schemas() -> Iterator[None]:
+    """Every PostgreSQL schema the session's tests made is dropped at its end."""
+    yield
+    if _pg_schemas:
+        _in_own_loop(lambda: _drop_schemas(sorted(set(_pg_schemas.values()))))
 
 
 def store_url(tmp_path: Path) -> str:
-    """A fresh store for one test: a SQLite file in the test's temp dir (PostgreSQL joins in its own issue)."""
+    """A fresh store for one test: a SQLite file in the test's temp dir, or (EVENTBUS_TEST_STORE=postgresql) a fresh
+    schema in the local PostgreSQL."""
     if TEST_STORE == "sqlite":
         return f"sqlite:///{tmp_path / 'eventbus.db'}"
-    raise pytest.UsageError(f"EVENTBUS_TEST_STORE={TEST_STORE!r}: this build knows only 'sqlite'")
+    if TEST_STORE in ("postgresql", "postgres"):
+        return _postgres_url(tmp_path)
+    raise pytest.UsageError(f"EVENTBUS_TEST_STORE={TEST_STORE!r}: use 'sqlite' or 'postgresql'")
 
 
 @pytest.fixture

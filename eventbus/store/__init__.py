@@ -27,8 +27,12 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(sqlite_path(url))
     if scheme in ("postgresql", "postgres"):
-        raise InvalidArgumentError.for_field("store", "the PostgreSQL store is not part of this build yet")
-    raise InvalidArgumentError.for_field("store", f"{url!r}: unknown store scheme {scheme!r} (use sqlite:///...)")
+        from eventbus.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise InvalidArgumentError.for_field(
+        "store", f"{url!r}: unknown store scheme {scheme!r} (use sqlite:///... or postgresql://...)"
+    )
 
 
 __all__ = ["DEFAULT_STORE_URL", "Store", "open_store", "sqlite_path"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -27,23 +28,30 @@ INSERT_DELIVERY = (
     "ordering_key, blocked) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
 )
 Delivery = tuple[str, str, int, int, int, str | None, int]
-# One row per distinct type of an append: counts add up, the last event of the batch becomes the sample.
+INSERT_EVENT = (
+    "INSERT INTO events (seq, event_id, source, id, type, subject, time, datacontenttype, dataschema, "
+    "extensions, data, data_kind, received_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# One row per distinct type of an append: counts add up, the last event of the batch becomes the sample. The
+# existing row's columns are qualified: PostgreSQL runs this statement too, and calls a bare `count` ambiguous.
 UPSERT_EVENT_TYPE = (
     "INSERT INTO event_types (type, count, first_seen, last_seen, sample_event_id, sample, sample_omitted) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type) DO UPDATE SET count = count + excluded.count, "
-    "first_seen = COALESCE(first_seen, excluded.first_seen), last_seen = excluded.last_seen, "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type) DO UPDATE SET count = event_types.count + excluded.count, "
+    "first_seen = COALESCE(event_types.first_seen, excluded.first_seen), last_seen = excluded.last_seen, "
     "sample_event_id = excluded.sample_event_id, sample = excluded.sample, sample_omitted = excluded.sample_omitted"
 )
 
 
-class OrderingKeys:
+class KeyGate:
     """Which new deliveries of ordered subscriptions must wait: an earlier one of the same key is still open.
 
-    One indexed look-up per (subscription, key) per transaction; keys opened by this transaction count too.
+    `is_open` answers whether the store already holds a pending or leased delivery of a (subscription, key); it is
+    asked once per pair, and keys opened through this gate (earlier in the same transaction) count too. Backend-free:
+    SQLite looks each pair up as it comes (`OrderingKeys`), PostgreSQL fetches them all in one query first.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, is_open: Callable[[tuple[str, str]], bool]) -> None:
+        self._is_open = is_open
         self._open: set[tuple[str, str]] = set()
         self._checked: set[tuple[str, str]] = set()
 
@@ -53,17 +61,28 @@ class OrderingKeys:
         pair = (subscription_id, key)
         if pair not in self._checked:
             self._checked.add(pair)
-            row = self._conn.execute(
-                "SELECT 1 FROM deliveries WHERE subscription_id = ? AND ordering_key = ? "
-                "AND state IN ('pending', 'leased') LIMIT 1",
-                pair,
-            ).fetchone()
-            if row is not None:
+            if self._is_open(pair):
                 self._open.add(pair)
         if pair in self._open:
             return 1
         self._open.add(pair)
         return 0
+
+
+class OrderingKeys(KeyGate):
+    """`KeyGate` on a SQLite connection: one indexed look-up per (subscription, key) per transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(
+            lambda pair: (
+                conn.execute(
+                    "SELECT 1 FROM deliveries WHERE subscription_id = ? AND ordering_key = ? "
+                    "AND state IN ('pending', 'leased') LIMIT 1",
+                    pair,
+                ).fetchone()
+                is not None
+            )
+        )
 
 
 def promote_next(conn: sqlite3.Connection, subscription_id: str, key: str) -> None:
@@ -129,6 +148,35 @@ class Matcher:
         return event.subject if self.ordered else None
 
 
+# The live subscriptions fan-out matches against (paused ones still get deliveries, held until resumed; disabled
+# ones get none), in the column order `matchers_from_rows` reads.
+MATCHER_SQL = (
+    "SELECT id, patterns, filter, start_seq, start_at, ordering FROM subscriptions WHERE state IN ('active', 'paused')"
+)
+
+
+def matchers_from_rows(rows: Iterable[Any]) -> list[Matcher]:
+    """Compile the rows of `MATCHER_SQL`; a subscription whose stored filter cannot be compiled is left out."""
+    matchers: list[Matcher] = []
+    for id_, patterns, filter_json, start_seq, start_at, ordering in rows:
+        try:
+            matcher = Matcher.of(
+                id_,
+                json.loads(patterns),
+                filter_json,
+                start_seq or 0,
+                start_at or 0,
+                ordered=ordering == "subject",
+            )
+        except InvalidArgumentError as exc:
+            # A stored filter this version cannot compile must not stop every publish: that
+            # subscription gets nothing until it is fixed, and says so in the log.
+            log.error("subscription_filter_invalid", subscription_id=id_, error=exc.message)
+            continue
+        matchers.append(matcher)
+    return matchers
+
+
 class SubscriptionCache:
     """The compiled matchers of live subscriptions, owned by the writer thread.
 
@@ -145,28 +193,7 @@ class SubscriptionCache:
 
     def matchers(self, conn: sqlite3.Connection) -> list[Matcher]:
         if self._matchers is None:
-            # Paused subscriptions still get deliveries (held until resumed); disabled ones get none.
-            rows = conn.execute(
-                "SELECT id, patterns, filter, start_seq, start_at, ordering FROM subscriptions "
-                "WHERE state IN ('active', 'paused')"
-            ).fetchall()
-            self._matchers = []
-            for id_, patterns, filter_json, start_seq, start_at, ordering in rows:
-                try:
-                    matcher = Matcher.of(
-                        id_,
-                        json.loads(patterns),
-                        filter_json,
-                        start_seq or 0,
-                        start_at or 0,
-                        ordered=ordering == "subject",
-                    )
-                except InvalidArgumentError as exc:
-                    # A stored filter this version cannot compile must not stop every publish: that
-                    # subscription gets nothing until it is fixed, and says so in the log.
-                    log.error("subscription_filter_invalid", subscription_id=id_, error=exc.message)
-                    continue
-                self._matchers.append(matcher)
+            self._matchers = matchers_from_rows(conn.execute(MATCHER_SQL).fetchall())
         return self._matchers
 
 
@@ -215,29 +242,115 @@ def sample_of(event: Event) -> tuple[str | None, str | None]:
     return text, None
 
 
-def catalogue(conn: sqlite3.Connection, stored: Sequence[tuple[Event, str]], stamp: int) -> None:
-    """Count the newly stored events by type (one upsert per distinct type), keeping each type's last as sample."""
+def catalogue_rows(stored: Sequence[tuple[Event, str]], stamp: int) -> list[tuple[object, ...]]:
+    """The `UPSERT_EVENT_TYPE` parameters for newly stored events: one row per distinct type, the last as sample."""
     counts: dict[str, int] = {}
     last: dict[str, tuple[Event, str]] = {}
     for event, event_id in stored:
         counts[event.type] = counts.get(event.type, 0) + 1
         last[event.type] = (event, event_id)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for type_, count in counts.items():
         event, event_id = last[type_]
         sample, omitted = sample_of(event)
         rows.append((type_, count, stamp, stamp, event_id, sample, omitted))
-    conn.executemany(UPSERT_EVENT_TYPE, rows)
+    return rows
 
 
-def _only_matcher(conn: sqlite3.Connection, subscription_id: str) -> Matcher:
-    """The one subscription a test event goes to, whatever its patterns and filter (paused: created and held)."""
-    row = conn.execute("SELECT state, ordering FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone()
+def catalogue(conn: sqlite3.Connection, stored: Sequence[tuple[Event, str]], stamp: int) -> None:
+    """Count the newly stored events by type (one upsert per distinct type), keeping each type's last as sample."""
+    conn.executemany(UPSERT_EVENT_TYPE, catalogue_rows(stored, stamp))
+
+
+def only_matcher(subscription_id: str, row: Any) -> Matcher:
+    """The one subscription a test event goes to, whatever its patterns and filter (paused: created and held).
+
+    `row` is its (state, ordering), None when it does not exist."""
     if row is None or row[0] == "deleted":
         raise NotFoundError(f"subscription {subscription_id!r} does not exist")
     if row[0] not in ("active", "paused"):
         raise FailedPreconditionError(f"subscription {subscription_id} is {row[0]}: nothing is delivered to it")
     return Matcher.of(subscription_id, ["**"], None, ordered=row[1] == "subject")
+
+
+def _only_matcher(conn: sqlite3.Connection, subscription_id: str) -> Matcher:
+    row = conn.execute("SELECT state, ordering FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone()
+    return only_matcher(subscription_id, row)
+
+
+# A delivery fan-out decided on, before its ordering key is gated: (delivery_id, subscription_id, event_seq,
+# next_attempt_at, created_at, ordering_key).
+PlannedDelivery = tuple[str, str, int, int, int, str | None]
+
+
+@dataclass(slots=True)
+class AppendPlan:
+    """What an append writes, decided without the database: events rows (in `INSERT_EVENT` order), the new
+    events for the catalogue, the deliveries in seq order, and the last seq it allocated."""
+
+    outcomes: list[AppendOutcome]
+    rows: list[tuple[object, ...]]
+    new_events: list[tuple[Event, str]]
+    deliveries: list[PlannedDelivery]
+    touched: set[str]
+    last_seq: int
+
+    def gated(self, keys: KeyGate) -> list[Delivery]:
+        """The deliveries as `INSERT_DELIVERY` rows, each blocked behind an open one of its ordering key."""
+        return [(*planned, keys.blocked(planned[1], planned[5])) for planned in self.deliveries]
+
+    def ordering_pairs(self) -> set[tuple[str, str]]:
+        """The (subscription, ordering key) pairs the deliveries use."""
+        return {(d[1], d[5]) for d in self.deliveries if d[5] is not None}
+
+
+def plan_append(
+    events: Sequence[Event],
+    latest: dict[tuple[str, str], tuple[str, int, int]],
+    matchers: Sequence[Matcher],
+    *,
+    seq: int,
+    now: datetime,
+    not_before: datetime | None,
+    window: timedelta,
+    only_subscription: str | None = None,
+) -> AppendPlan:
+    """Dedup on (source, id) within `window` (against `latest`, the stored (event_id, seq, received_at) of each
+    pair, and within the batch), allocate seqs after `seq`, and fan every new event out to the matchers."""
+    stamp = to_micros(now)
+    due = max(stamp, to_micros(not_before)) if not_before is not None else stamp
+    horizon = to_micros(now - window)
+    needs_document = any(m.filter is not None for m in matchers)
+    plan = AppendPlan([], [], [], [], set(), seq)
+    seen: dict[tuple[str, str], AppendOutcome] = {}
+    for event in events:
+        key = (event.source, event.id)
+        earlier = seen.get(key)
+        if earlier is not None:
+            plan.outcomes.append(AppendOutcome(earlier.event_id, earlier.seq, duplicate=True))
+            continue
+        previous = latest.get(key)
+        if previous is not None and previous[2] >= horizon:
+            outcome = AppendOutcome(previous[0], previous[1], duplicate=True)
+            plan.outcomes.append(outcome)
+            seen[key] = outcome
+            continue
+        seq += 1
+        event_id = new_id("evt")
+        plan.rows.append((seq, event_id, *event_params(event), stamp, due if due != stamp else None))
+        plan.new_events.append((event, event_id))
+        outcome = AppendOutcome(event_id, seq, duplicate=False)
+        plan.outcomes.append(outcome)
+        seen[key] = outcome
+        document = filter_document(event) if needs_document else None
+        for matcher in matchers:
+            if only_subscription is not None or (
+                matcher.matches(event, document) and not matcher.starts_after(seq, stamp)
+            ):
+                plan.deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp, matcher.key_of(event)))
+                plan.touched.add(matcher.subscription_id)
+    plan.last_seq = seq
+    return plan
 
 
 def append(
@@ -250,16 +363,12 @@ def append(
     window: timedelta,
     only_subscription: str | None = None,
 ) -> tuple[list[AppendOutcome], set[str]]:
-    stamp = to_micros(now)
-    due = max(stamp, to_micros(not_before)) if not_before is not None else stamp
-    horizon = to_micros(now - window)
     if only_subscription is not None:
         # A test send: exactly one delivery, to that subscription; the others' matchers are not consulted.
         matchers = [_only_matcher(conn, only_subscription)]
     else:
         matchers = cache.matchers(conn)
-    needs_document = any(m.filter is not None for m in matchers)
-    stored = _latest_by_key(conn, events)
+    latest = _latest_by_key(conn, events)
     # One writer owns the file, so seqs can be handed out here and the rows inserted in one executemany;
     # AUTOINCREMENT's counter still moves with them, so a seq is never reused.
     # The larger of AUTOINCREMENT's counter and the highest row, as AUTOINCREMENT itself does (a restored
@@ -268,48 +377,20 @@ def append(
         "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), "
         "COALESCE((SELECT MAX(seq) FROM events), 0))"
     ).fetchone()[0]
-    outcomes: list[AppendOutcome] = []
-    touched: set[str] = set()
-    seen: dict[tuple[str, str], AppendOutcome] = {}
-    rows: list[tuple[object, ...]] = []
-    new_events: list[tuple[Event, str]] = []
-    deliveries: list[Delivery] = []
-    keys = OrderingKeys(conn)
-    for event in events:
-        key = (event.source, event.id)
-        earlier = seen.get(key)
-        if earlier is not None:
-            outcomes.append(AppendOutcome(earlier.event_id, earlier.seq, duplicate=True))
-            continue
-        previous = stored.get(key)
-        if previous is not None and previous[2] >= horizon:
-            outcome = AppendOutcome(previous[0], previous[1], duplicate=True)
-            outcomes.append(outcome)
-            seen[key] = outcome
-            continue
-        seq += 1
-        event_id = new_id("evt")
-        rows.append((seq, event_id, *event_params(event), stamp, due if due != stamp else None))
-        new_events.append((event, event_id))
-        outcome = AppendOutcome(event_id, seq, duplicate=False)
-        outcomes.append(outcome)
-        seen[key] = outcome
-        document = filter_document(event) if needs_document else None
-        for matcher in matchers:
-            if only_subscription is not None or (
-                matcher.matches(event, document) and not matcher.starts_after(seq, stamp)
-            ):
-                ordering_key = matcher.key_of(event)
-                blocked = keys.blocked(matcher.subscription_id, ordering_key)
-                deliveries.append((new_id("dlv"), matcher.subscription_id, seq, due, stamp, ordering_key, blocked))
-                touched.add(matcher.subscription_id)
-    if rows:
-        conn.executemany(
-            "INSERT INTO events (seq, event_id, source, id, type, subject, time, datacontenttype, dataschema, "
-            "extensions, data, data_kind, received_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        catalogue(conn, new_events, stamp)
+    plan = plan_append(
+        events,
+        latest,
+        matchers,
+        seq=seq,
+        now=now,
+        not_before=not_before,
+        window=window,
+        only_subscription=only_subscription,
+    )
+    if plan.rows:
+        conn.executemany(INSERT_EVENT, plan.rows)
+        catalogue(conn, plan.new_events, to_micros(now))
+    deliveries = plan.gated(OrderingKeys(conn))
     if deliveries:
         conn.executemany(INSERT_DELIVERY, deliveries)
-    return outcomes, touched
+    return plan.outcomes, plan.touched

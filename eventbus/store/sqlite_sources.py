@@ -6,71 +6,25 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from eventbus.clock import from_micros, to_micros
+from eventbus.clock import to_micros
 from eventbus.errors import AlreadyExistsError, ConcurrentUpdateError, NotFoundError
 from eventbus.ids import new_id
-from eventbus.model import Event, format_rfc3339, parse_rfc3339
+from eventbus.model import Event
 from eventbus.store import sqlite_fanout as fanout
-from eventbus.store.sources import IngestOutcome, RawRequest, Source, SourceSecret, SourceSpec, StoredRequest
+from eventbus.store.admin_rows import (
+    REQUEST_COLUMNS,
+    SOURCE_COLUMNS,
+    UPDATABLE_SOURCE_FIELDS,
+    outcomes_from_text,
+    request_from_row,
+    request_values,
+    secrets_to_text,
+    source_column_value,
+    source_from_row,
+)
+from eventbus.store.sources import IngestOutcome, RawRequest, Source, SourceSpec, StoredRequest
 from eventbus.store.sqlite_access import StoreAccess
-
-SOURCE_COLUMNS = "id, name, connector, secrets, options, enabled, rate_limit, created_at, updated_at"
-REQUEST_COLUMNS = "request_id, source_id, received_at, method, path, query, headers, body, remote, dedup_key, answer"
-UPDATABLE = frozenset({"secrets", "options", "enabled", "rate_limit"})
-
-
-def secrets_to_text(secrets: Sequence[SourceSecret]) -> str:
-    return json.dumps(
-        [{"secret": s.secret, "expires_at": format_rfc3339(s.expires_at) if s.expires_at else None} for s in secrets]
-    )
-
-
-def _secrets_from_text(text: str) -> tuple[SourceSecret, ...]:
-    return tuple(
-        SourceSecret(s["secret"], parse_rfc3339(s["expires_at"]) if s.get("expires_at") else None)
-        for s in json.loads(text)
-    )
-
-
-def source_from_row(row: Any) -> Source:
-    id_, name, connector, secrets, options, enabled, rate, created, updated = row
-    return Source(
-        id=id_,
-        name=name,
-        connector=connector,
-        secrets=_secrets_from_text(secrets),
-        options=json.loads(options),
-        enabled=bool(enabled),
-        rate_limit=rate,
-        created_at=from_micros(created),
-        updated_at=from_micros(updated),
-    )
-
-
-def _outcomes_to_text(outcomes: Sequence[IngestOutcome]) -> str:
-    return json.dumps([[o.id, o.source, o.event_id, o.seq, o.duplicate] for o in outcomes], separators=(",", ":"))
-
-
-def _outcomes_from_text(text: str) -> tuple[IngestOutcome, ...]:
-    """The outcomes as first answered (a redelivery gets the very same body)."""
-    return tuple(IngestOutcome(i, s, e, q, bool(d)) for i, s, e, q, d in json.loads(text))
-
-
-def _request_from_row(row: Any) -> StoredRequest:
-    request_id, source_id, received, method, path, query, headers, body, remote, dedup_key, answer = row
-    request = RawRequest(
-        source_id=source_id,
-        method=method,
-        path=path,
-        query=tuple((k, v) for k, v in json.loads(query or "[]")),
-        headers=tuple((k, v) for k, v in json.loads(headers)),
-        body=bytes(body or b""),
-        remote=remote,
-        dedup_key=dedup_key,
-    )
-    return StoredRequest(request_id, from_micros(received), request, _outcomes_from_text(answer))
 
 
 def _ingest(
@@ -81,7 +35,6 @@ def _ingest(
     now: datetime,
     window: timedelta,
 ) -> tuple[list[IngestOutcome], bool, set[str]]:
-    stamp = to_micros(now)
     if request.dedup_key is not None:
         row = conn.execute(
             "SELECT answer FROM raw_requests WHERE source_id = ? AND dedup_key = ? AND received_at >= ? "
@@ -89,7 +42,7 @@ def _ingest(
             (request.source_id, request.dedup_key, to_micros(now - window)),
         ).fetchone()
         if row is not None:
-            return list(_outcomes_from_text(row[0])), True, set()
+            return list(outcomes_from_text(row[0])), True, set()
     appended, touched = fanout.append(conn, cache, events, now=now, not_before=None, window=window)
     outcomes = [
         IngestOutcome(e.id, e.source, o.event_id, o.seq, o.duplicate) for e, o in zip(events, appended, strict=True)
@@ -99,21 +52,7 @@ def _ingest(
         conn.execute(
             f"INSERT INTO raw_requests ({REQUEST_COLUMNS}, first_seq, last_seq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new_id("req"),
-                request.source_id,
-                stamp,
-                request.method,
-                request.path,
-                json.dumps([list(p) for p in request.query]) if request.query else None,
-                json.dumps([list(p) for p in request.headers]),
-                request.body or None,
-                request.remote,
-                request.dedup_key,
-                _outcomes_to_text(outcomes),
-                min(new),
-                max(new),
-            ),
+            (*request_values(new_id("req"), now, request, outcomes), min(new), max(new)),
         )
     return outcomes, False, touched
 
@@ -165,7 +104,7 @@ class SourceOperations(StoreAccess):
     async def update_source(
         self, source_id: str, changes: dict[str, object], *, now: datetime, if_updated_at: datetime
     ) -> Source:
-        unknown = set(changes) - UPDATABLE
+        unknown = set(changes) - UPDATABLE_SOURCE_FIELDS
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
 
@@ -175,7 +114,7 @@ class SourceOperations(StoreAccess):
                 raise NotFoundError(f"source {source_id} does not exist")
             if row[0] != to_micros(if_updated_at):
                 raise ConcurrentUpdateError(f"source {source_id} changed meanwhile")
-            values = {name: _column_value(name, value) for name, value in changes.items()}
+            values = {name: source_column_value(name, value) for name, value in changes.items()}
             stamp = max(to_micros(now), row[0] + 1)
             assignments = "".join(f"{column} = ?, " for column in values)
             conn.execute(
@@ -211,19 +150,8 @@ class SourceOperations(StoreAccess):
             "ORDER BY first_seq DESC LIMIT 1"
         )
         row = await self._read(lambda c: c.execute(sql, (event_seq, event_seq)).fetchone())
-        return _request_from_row(row) if row else None
+        return request_from_row(row) if row else None
 
     async def prune_requests(self, *, older_than: datetime, limit: int) -> int:
         sql = "DELETE FROM raw_requests WHERE rowid IN (SELECT rowid FROM raw_requests WHERE received_at < ? LIMIT ?)"
         return await self._write(lambda c: c.execute(sql, (to_micros(older_than), limit)).rowcount)
-
-
-def _column_value(name: str, value: object) -> object:
-    if name == "secrets":
-        assert isinstance(value, tuple | list)
-        return secrets_to_text(value)
-    if name == "options":
-        return json.dumps(value, sort_keys=True)
-    if name == "enabled":
-        return int(bool(value))
-    return value

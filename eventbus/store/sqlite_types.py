@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from eventbus.clock import from_micros, to_micros
+from eventbus.store.admin_rows import PAST_ASCII, TYPE_COLUMNS, event_type_from_row
 from eventbus.store.sqlite_access import StoreAccess
 from eventbus.store.types import EventTypeRecord, RegisteredSchema
-
-TYPE_COLUMNS = "type, count, first_seen, last_seen, sample_event_id, sample, sample_omitted, schema, schema_updated_at"
-# Types are ASCII ([A-Za-z0-9_-] and '.'): every type that starts with a prefix sorts below prefix + DEL.
-_PAST_ASCII = "\x7f"
-
-
-def _moment(micros: int | None) -> datetime | None:
-    return from_micros(micros) if micros is not None else None
-
-
-def _record(row: Sequence[Any]) -> EventTypeRecord:
-    type_, count, first_seen, last_seen, sample_event_id, sample, omitted, schema, schema_updated_at = row
-    return EventTypeRecord(
-        type=type_,
-        count=count,
-        first_seen=_moment(first_seen),
-        last_seen=_moment(last_seen),
-        sample_event_id=sample_event_id,
-        sample=sample,
-        sample_omitted=omitted,
-        schema=schema,
-        schema_updated_at=_moment(schema_updated_at),
-    )
 
 
 class TypeOperations(StoreAccess):
@@ -40,14 +16,14 @@ class TypeOperations(StoreAccess):
 
     async def list_event_types(self, *, after: str, limit: int, prefix: str = "") -> list[EventTypeRecord]:
         sql = f"SELECT {TYPE_COLUMNS} FROM event_types WHERE type > ? AND type >= ? AND type < ? ORDER BY type LIMIT ?"
-        params = (after, prefix, prefix + _PAST_ASCII, limit)
+        params = (after, prefix, prefix + PAST_ASCII, limit)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [_record(row) for row in rows]
+        return [event_type_from_row(row) for row in rows]
 
     async def get_event_type(self, type: str) -> EventTypeRecord | None:
         sql = f"SELECT {TYPE_COLUMNS} FROM event_types WHERE type = ?"
         row = await self._read(lambda c: c.execute(sql, (type,)).fetchone())
-        return _record(row) if row else None
+        return event_type_from_row(row) if row else None
 
     async def set_event_schema(self, type: str, schema: str, *, now: datetime) -> EventTypeRecord:
         def register(conn: sqlite3.Connection) -> EventTypeRecord:
@@ -57,7 +33,7 @@ class TypeOperations(StoreAccess):
                 (type, schema, to_micros(now)),
             )
             row = conn.execute(f"SELECT {TYPE_COLUMNS} FROM event_types WHERE type = ?", (type,)).fetchone()
-            return _record(row)
+            return event_type_from_row(row)
 
         return await self._write(register)
 

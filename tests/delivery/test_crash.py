@@ -7,15 +7,22 @@ import asyncio
 import signal
 from pathlib import Path
 
+import pytest
+
 from eventbus.bus.subscriptions import SubscriptionInput
 from eventbus.client import EventBusClient
 from eventbus.config import ListenAddress, ServerSettings
 from eventbus.runtime import EventBusServer
-from tests.conftest import ServerProcess, start_server_process, store_url
+from tests.conftest import TEST_STORE, ServerProcess, start_server_process, store_url
 from tests.delivery.conftest import LOOPBACK, Servers
 from tests.delivery.helpers import MakeReceiver, Reply, create_endpoint, delivery_of, order, publish
 
 
+@pytest.mark.skipif(
+    TEST_STORE != "sqlite",
+    reason="SQLite (one process per file) releases a dead process's leases on open; on PostgreSQL other processes "
+    "may hold live leases, so a dead one's expire instead (issue 7's multi-process failure tests)",
+)
 async def test_a_killed_servers_leased_delivery_is_sent_after_restart(
     tmp_path: Path, receiver: MakeReceiver, server_process: list[ServerProcess]
 ) -> None:

@@ -16,6 +16,7 @@ from eventbus.model import Event
 from eventbus.runtime import EventBusServer
 from eventbus.v1 import admin_pb2, admin_pb2_grpc, eventbus_pb2_grpc
 from eventbus.v1 import eventbus_pb2 as pb
+from tests.conftest import TEST_STORE
 
 from .helpers import WAIT, RawStream, ce
 
@@ -62,6 +63,9 @@ async def test_a_huge_retry_after_is_capped_not_fatal(
     assert (await client.get_group("huge-retry")).dead == 1
 
 
+@pytest.mark.skipif(
+    TEST_STORE != "sqlite", reason="breaks SQLite's writer thread on purpose; PostgreSQL: issue 7's failure tests"
+)
 async def test_readyz_reports_a_store_that_cannot_write(
     server: EventBusServer, client: EventBusClient, http_url: str
 ) -> None:

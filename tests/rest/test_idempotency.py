@@ -10,10 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from eventbus.auth import Scope
 from eventbus.clock import ManualClock
 from eventbus.runtime import EventBusServer
 from eventbus.store.idempotency import idempotency_store_of
+from eventbus.store.postgres.core import parse_url
+from tests.conftest import store_url
 from tests.delivery.helpers import MakeReceiver, Receiver, create_endpoint
 from tests.rest.helpers import ADMIN_KEY, Reply, Rest, encode, ok, problem
 
@@ -33,10 +37,23 @@ async def count_endpoints(server: EventBusServer) -> int:
     return len(found)
 
 
-def stored_keys(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "eventbus.db") as db:
-        count: int = db.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0]
-        return count
+async def stored_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows read straight from the test's store (no store method shows stored idempotency keys), on either backend."""
+    url = store_url(tmp_path)
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(tmp_path / "eventbus.db") as db:
+            return db.execute(sql).fetchall()
+    dsn, schema, _ = parse_url(url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema or "public"})
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def stored_keys(tmp_path: Path) -> int:
+    [(count,)] = await stored_rows(tmp_path, "SELECT count(*) FROM idempotency_keys")
+    return int(count)
 
 
 async def test_the_same_key_and_body_get_the_same_answer_and_run_once(
@@ -209,10 +226,10 @@ async def test_the_store_prunes_expired_keys_only(
     ok(await create(rest, endpoint(hook, 1), "old"), 201)
     clock.advance(DAY + timedelta(seconds=1))
     ok(await create(rest, endpoint(hook, 2), "new"), 201)
-    assert stored_keys(tmp_path) == 2
+    assert await stored_keys(tmp_path) == 2
     store = idempotency_store_of(server.store)
     assert await store.prune_idempotency_keys(older_than=clock.now() - DAY, limit=100) == 1
-    assert stored_keys(tmp_path) == 1
+    assert await stored_keys(tmp_path) == 1
     assert ok(await create(rest, endpoint(hook, 2), "new"), 201)  # the fresh key still replays
     assert await count_endpoints(server) == 2
 
@@ -224,7 +241,7 @@ async def test_upkeep_prunes_expired_keys(
     ok(await create(rest, endpoint(hook), "old"), 201)
     clock.advance(DAY + timedelta(seconds=1))
     await server.bus.run_upkeep()
-    assert stored_keys(tmp_path) == 0
+    assert await stored_keys(tmp_path) == 0
 
 
 async def test_a_new_api_key_is_never_kept_for_a_replay(rest: Rest, tmp_path: Path) -> None:
@@ -232,6 +249,5 @@ async def test_a_new_api_key_is_never_kept_for_a_replay(rest: Rest, tmp_path: Pa
     assert first["key"].startswith("ebk_")
     again = ok(await rest.post("/v1/keys", {"scopes": ["publish"]}, headers={"Idempotency-Key": "key-1"}), 201)
     assert (again["id"], again["key"]) == (first["id"], "[shown once]")
-    with sqlite3.connect(tmp_path / "eventbus.db") as db:
-        kept = b"".join(row[0] for row in db.execute("SELECT body FROM idempotency_keys"))
+    kept = b"".join(bytes(body) for (body,) in await stored_rows(tmp_path, "SELECT body FROM idempotency_keys"))
     assert first["key"].encode() not in kept and b"[shown once]" in kept

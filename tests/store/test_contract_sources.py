@@ -6,6 +6,7 @@ Every test speaks the `SourceStore` Protocol only: any backend runs this file th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -60,6 +61,36 @@ async def test_sources_are_unique_by_name_and_updated_by_compare_and_set(store: 
     await sources.create_source(SourceSpec(name="shop", connector="test"), now=clock.now())  # the name is free again
 
 
+async def test_concurrent_creates_of_one_name_have_one_winner(store: Store, clock: ManualClock) -> None:
+    sources = source_store_of(store)
+    await asyncio.gather(*(sources.find_source("shop") for _ in range(8)))  # a connection for each writer
+    results = await asyncio.gather(
+        *(sources.create_source(SourceSpec(name="shop", connector="test"), now=clock.now()) for _ in range(8)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(r, AlreadyExistsError) for r in results if r is not won[0])
+
+
+async def test_concurrent_updates_of_one_version_have_one_winner(store: Store, clock: ManualClock) -> None:
+    sources = source_store_of(store)
+    created = await sources.create_source(SourceSpec(name="shop", connector="test"), now=clock.now())
+    await asyncio.gather(*(sources.get_source(created.id) for _ in range(8)))  # a connection for each writer
+    clock.advance(1)
+    results = await asyncio.gather(
+        *(
+            sources.update_source(created.id, {"options": {"n": n}}, now=clock.now(), if_updated_at=created.updated_at)
+            for n in range(8)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(r, ConcurrentUpdateError) for r in results if r is not won[0])
+    assert await sources.get_source(created.id) == won[0]
+
+
 async def test_ingest_stores_events_and_the_raw_request_together(store: Store, clock: ManualClock) -> None:
     sources = source_store_of(store)
     source = await sources.create_source(SourceSpec(name="shop", connector="test"), now=clock.now())
@@ -94,6 +125,23 @@ async def test_a_redelivery_by_dedup_key_returns_the_first_outcomes_and_stores_n
     clock.advance(WINDOW)  # past the window the key is forgotten
     later, replayed = await sources.ingest([hook_event("c")], request(source.id), now=clock.now(), dedup_window=WINDOW)
     assert replayed is False and later[0].duplicate is False
+
+
+async def test_concurrent_redeliveries_store_the_delivery_once(store: Store, clock: ManualClock) -> None:
+    sources = source_store_of(store)
+    source = await sources.create_source(SourceSpec(name="shop", connector="test"), now=clock.now())
+    # Reads first, so a pooled backend has a connection ready for each request and the ingests really overlap.
+    await asyncio.gather(*(sources.get_source(source.id) for _ in range(8)))
+    answers = await asyncio.gather(
+        *(
+            sources.ingest([hook_event(f"try-{n}")], request(source.id), now=clock.now(), dedup_window=WINDOW)
+            for n in range(8)
+        )
+    )
+    first = [outcomes for outcomes, replayed in answers if not replayed]
+    assert len(first) == 1
+    assert all(outcomes == first[0] for outcomes, _ in answers)
+    assert len(await store.list_events(EventQuery())) == 1
 
 
 async def test_raw_requests_are_pruned_with_retention(store: Store, clock: ManualClock) -> None:
