@@ -251,3 +251,7 @@ CREATE TABLE event_types (
 );
 -- Retention forgets types not seen for the retention window (unless they have a schema).
 CREATE INDEX event_types_last_seen ON event_types (last_seen) WHERE schema IS NULL;
+
+-- Fencing tokens of leases (deliveries.lease_token): every lease of every delivery takes the next value, so a
+-- token is never handed out twice and a later lease always holds a larger one than the lease it replaced.
+CREATE SEQUENCE lease_tokens AS BIGINT;
