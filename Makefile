@@ -40,7 +40,7 @@ lint: $(STAMP_DEV) ## ruff, and mypy --strict on eventbus/ and the bundled plugi
 
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest $(ARGS)
-	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest tests/store $(ARGS)
+	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest tests/store tests/grpc tests/http tests/delivery tests/hooks tests/rest $(ARGS)
 
 # Each test gets a fresh schema in the `test` database of the local server (127.0.0.1:5432); they skip when it is down.
 test-postgres: $(STAMP_DEV) ## The store contract, gRPC, HTTP, delivery and connector suites on the local PostgreSQL

@@ -33,20 +33,29 @@ class Scenario:
     config: dict[str, object]  # the knobs, written to the results file
     run: ScenarioRun
     notes: ScenarioNotes | None = None  # lines printed under the table, from the scenario's report
+    stores: bool = False  # runs on the store BENCH_STORE / BENCH_PROCESSES choose (benchmarks.stores); else SQLite
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, *, summary: str, baseline: str, config: dict[str, object], notes: ScenarioNotes | None = None
+    name: str,
+    *,
+    summary: str,
+    baseline: str,
+    config: dict[str, object],
+    notes: ScenarioNotes | None = None,
+    stores: bool = False,
 ) -> Callable[[ScenarioRun], ScenarioRun]:
-    """Register `run` as the scenario `name`."""
+    """Register `run` as the scenario `name` (`stores=True`: it honours BENCH_STORE and BENCH_PROCESSES)."""
 
     def register(run: ScenarioRun) -> ScenarioRun:
         if name in SCENARIOS:
             raise ValueError(f"benchmark scenario {name!r} is registered twice")
-        SCENARIOS[name] = Scenario(name=name, summary=summary, baseline=baseline, config=config, run=run, notes=notes)
+        SCENARIOS[name] = Scenario(
+            name=name, summary=summary, baseline=baseline, config=config, run=run, notes=notes, stores=stores
+        )
         return run
 
     return register

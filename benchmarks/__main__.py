@@ -1,7 +1,8 @@
 """`python -m benchmarks [SCENARIO ...]`: run the named scenarios (default: all), print the table, write
 `benchmarks/results/<scenario>.json`. Exits 1 when a scenario or its baseline did not run (or its checks
 failed), 2 on a usage error. `BENCH_SCALE` (default 1.0) scales the timed window of each run (5 s at 1.0);
-`BENCH_RUNS` (default 3) sets the number of runs whose median is reported."""
+`BENCH_RUNS` (default 3) sets the number of runs whose median is reported; `BENCH_STORE` (sqlite, postgresql)
+and `BENCH_PROCESSES` choose the store of the publish and delivery scenarios (`benchmarks.stores`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from benchmarks import load_scenarios
 from benchmarks.harness import Pinning, ScenarioOutcome, env_float, run_scenario, sigterm_as_exit, stderr, table
+from benchmarks.stores import store_choice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,15 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scale = env_float("BENCH_SCALE", 1.0)
         runs = args.runs if args.runs is not None else int(env_float("BENCH_RUNS", 3))
+        store = store_choice()
     except ValueError as exc:
         parser.error(str(exc))
     if runs < 1:
         parser.error("--runs must be at least 1")
     names = args.scenarios or list(scenarios)
+    if store.kind != "sqlite":
+        # Only the scenarios that honour BENCH_STORE run on it (by default, all of those); the rest stay on SQLite.
+        fixed = [name for name in names if not scenarios[name].stores]
+        if args.scenarios and fixed:
+            parser.error(f"{', '.join(fixed)}: SQLite only (unset BENCH_STORE and BENCH_PROCESSES to run it)")
+        names = [name for name in names if scenarios[name].stores]
     outcomes: list[ScenarioOutcome] = []
     with sigterm_as_exit():
         pinning = Pinning.plan()
-        print(f"benchmarks: {', '.join(names)}; BENCH_SCALE={scale:g}, {runs} runs each; {pinning.note}", flush=True)
+        print(
+            f"benchmarks: {', '.join(names)}; BENCH_SCALE={scale:g}, {runs} runs each; store: {store.label}; "
+            f"{pinning.note}",
+            flush=True,
+        )
         for name in names:
             print(f"{name}: {scenarios[name].summary}", flush=True)
             outcome = run_scenario(name, scale=scale, runs=runs, pinning=pinning)
@@ -48,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(outcomes))
     print(
         f"\nmedians of {runs} runs; ratio = eventbus calls/s ÷ baseline calls/s; CPU = % of one core "
-        f"(server process, all load processes); {pinning.note}"
+        f"(server process(es), all load processes); store: {store.label}; {pinning.note}"
     )
     for outcome in outcomes:
         notes = scenarios[outcome.name].notes

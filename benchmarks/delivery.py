@@ -1,8 +1,10 @@
 """Webhook delivery: `delivery`, events published over gRPC and delivered, signed, to a bare aiohttp receiver.
 
-Each run, for eventbus: a receiver process (`benchmarks.receiver`) starts; a fresh SQLite store gets one
-webhook endpoint (patterns `**`, the kind's default concurrency) pointing at it; `eventbus serve` starts on
-that store. Then two phases, each with its own publisher process (`python -m benchmarks.delivery publish`):
+Each run, for eventbus: a receiver process (`benchmarks.receiver`) starts; a fresh SQLite store (or, with
+`BENCH_STORE=postgresql`, a fresh PostgreSQL schema: `benchmarks.stores`) gets one webhook endpoint (patterns
+`**`, the kind's default concurrency) pointing at it; `eventbus serve` starts on that store (`BENCH_PROCESSES`
+of them on PostgreSQL, the publish calls taking turns over them). Then two phases, each with its own publisher
+process (`python -m benchmarks.delivery publish`):
 
 1. latency: batches of `latency_batch` events at a steady `latency_rate` events/s, well below what the
    dispatcher sustains; every event carries the wall-clock time it was published in its data, and the
@@ -30,6 +32,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import os
@@ -42,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from benchmarks import scenario
+from benchmarks import scenario, stores
 from benchmarks.harness import (
     READY_TIMEOUT,
     BenchContext,
@@ -55,9 +58,8 @@ from benchmarks.harness import (
     read_json_log,
     read_line,
     tail,
-    wait_for_log_event,
 )
-from benchmarks.publish import eventbus_command, log_issues
+from benchmarks.publish import servers_log_issues
 from eventbus.bus.webhooks import WebhookKind
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
     baseline=f"bare aiohttp ClientSession loop, {LOAD.concurrency} POSTs at once, same signed bodies, same receiver",
     config=asdict(LOAD),
     notes=_notes,
+    stores=True,
 )
 def delivery(context: BenchContext, run: int) -> RunFigures:
     server, checks = measure_eventbus(context, run)
@@ -248,15 +251,16 @@ def run_client(
     return finish(context, process, out_path, log_path, timeout)
 
 
-def in_store(database: Path, operation: Callable[[Store], Awaitable[T]]) -> T:
-    """Run `operation` on the store at `database`, opened here (no server may have it open), logging warnings only."""
+def in_store(database: Path | str, operation: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `operation` on the store at `database` (a SQLite file, or a store URL), opened here (no server may have
+    a SQLite file open), logging warnings only."""
     from eventbus.logs import configure_logging
     from eventbus.store import open_store
 
     configure_logging("console", "warning")  # the harness prints its table on stdout; the store logs to stderr
 
     async def run() -> T:
-        store = open_store(f"sqlite:///{database}")
+        store = open_store(database if isinstance(database, str) else f"sqlite:///{database}")
         await store.open()
         try:
             return await operation(store)
@@ -266,7 +270,7 @@ def in_store(database: Path, operation: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def create_endpoint(database: Path, url: str, secret: str) -> str:
+def create_endpoint(database: Path | str, url: str, secret: str) -> str:
     """A webhook endpoint for every event type, created in the store before the server opens it (the gRPC
     Admin RPCs that would create it over the wire are not in `EventBusClient` yet)."""
     from eventbus.store.base import StartPosition, SubscriptionSpec
@@ -288,7 +292,7 @@ def create_endpoint(database: Path, url: str, secret: str) -> str:
     return in_store(database, create)
 
 
-def subscription_stats(database: Path, subscription_id: str) -> dict[str, int]:
+def subscription_stats(database: Path | str, subscription_id: str) -> dict[str, int]:
     async def stats(store: Store) -> dict[str, int]:
         found = await store.subscription_stats(subscription_id)
         return {"pending": found.pending, "leased": found.leased, "succeeded": found.succeeded, "dead": found.dead}
@@ -296,13 +300,9 @@ def subscription_stats(database: Path, subscription_id: str) -> dict[str, int]:
     return in_store(database, stats)
 
 
-def start_server(context: BenchContext, directory: Path) -> tuple[subprocess.Popen[bytes], Path, str]:
-    log_path = directory / "server.log"
-    command = [*eventbus_command(directory / "eventbus.db"), "--allow-destination", "127.0.0.1/32"]
-    process = context.processes.start(command, role="server", log_path=log_path, cwd=directory)
-    ready = wait_for_log_event(process, log_path, "server_ready")
-    context.pinning.apply(process.pid, "server")
-    return process, log_path, str(ready["grpc"])
+def start_servers(context: BenchContext, directory: Path, store: stores.Store) -> list[stores.Server]:
+    """The `eventbus serve` process(es) of the store (BENCH_PROCESSES on PostgreSQL), allowed to reach 127.0.0.1."""
+    return stores.start_servers(context, directory, store, "--allow-destination", "127.0.0.1/32")
 
 
 def publisher(target: str, source: str, *args: str) -> list[str]:
@@ -393,11 +393,15 @@ def measure_eventbus(context: BenchContext, run: int) -> tuple[Figures, dict[str
     directory = context.run_dir(run, "eventbus")
     secret = generate_secret()
     receiver = Receiver(context, directory, secret)
-    create_endpoint(directory / "eventbus.db", receiver.url, secret)
-    process, log_path, target = start_server(context, directory)
-    checks: dict[str, Any] = {"serve_extra_args": os.environ.get("BENCH_SERVE_ARGS", "")}
+    store = stores.Store.fresh(directory)
+    checks: dict[str, Any] = {"serve_extra_args": os.environ.get("BENCH_SERVE_ARGS", ""), "store": store.choice.label}
+    servers: list[stores.Server] = []
     source = f"/bench/delivery/run{run}"
     try:
+        create_endpoint(store.url, receiver.url, secret)
+        servers = start_servers(context, directory, store)
+        target = ",".join(server.grpc for server in servers)  # publish calls take turns over the processes
+        server_pids = [server.process.pid for server in servers]
         # 1. latency, at a steady rate
         times, latency_seconds = latency_times(context)
         paced = run_client(
@@ -425,21 +429,28 @@ def measure_eventbus(context: BenchContext, run: int) -> tuple[Figures, dict[str
             raise BenchError(f"backlog: {burst['published']} of {backlog} published, e.g. {burst['error_samples'][:2]}")
         start = max(time.time(), burst["finished_at"]) + context.warmup
         window = LoadWindow(start=start, end=start + context.duration)
-        server_cpu, receiver_cpu = timed_cpu(window, [process.pid, receiver.process.pid])
-        if process.poll() is not None:
-            raise BenchError(f"eventbus serve exited with {process.returncode} while delivering")
+        *cpus, receiver_cpu = timed_cpu(window, [*server_pids, receiver.process.pid])
+        server_cpu = sum(cpus)
+        exited = [server.process for server in servers if server.process.poll() is not None]
+        if exited:
+            raise BenchError(f"eventbus serve exited with {exited[0].returncode} while delivering")
         report = receiver.report(directory / "received.json")
     except BenchError as exc:
-        issues = log_issues(log_path)
+        issues = servers_log_issues(servers)
+        last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
         raise BenchError(
             f"delivery run {run}: {exc}\neventbus serve log: {issues['server_log_issues'] or 'no warnings or errors'}"
-            + "\n" + "\n".join(issues["server_log_samples"]) + f"\nlast lines:\n{tail(log_path, 5)}"
+            + "\n" + "\n".join(issues["server_log_samples"]) + last
         ) from None  # fmt: skip
     finally:
-        exit_code = context.processes.stop(process)
+        codes = stores.stop_servers(context, servers)
         receiver.stop()
+        exit_code = next((code for code in codes if code != 0), 0)
         checks["server_exit_code"] = exit_code
-        checks.update(log_issues(log_path))
+        if len(codes) > 1:
+            checks["server_exit_codes"] = codes
+        checks.update(servers_log_issues(servers))
+        checks.update(store.drop())
     arrivals = report["arrivals"]
     total = paced["published"] + backlog
     last = max(a for a, _ in arrivals)
@@ -454,7 +465,7 @@ def measure_eventbus(context: BenchContext, run: int) -> tuple[Figures, dict[str
     checks["latency_samples"] = len(latencies)
     checks["deliveries_total"] = report["received"]
     checks.update(receiver_checks(report))
-    attempts = [r for r in read_json_log(log_path) if r.get("event") == "delivery_attempted"]
+    attempts = [r for s in servers for r in read_json_log(s.log_path) if r.get("event") == "delivery_attempted"]
     checks["attempts_logged"] = len(attempts)
     checks["attempts_not_succeeded"] = sum(1 for r in attempts if r.get("outcome") != "succeeded")
     problems = receiver_problems(checks)
@@ -530,21 +541,30 @@ def read_status_mb(pid: int) -> dict[str, float]:
     return found
 
 
+def max_status_mb(servers: list[stores.Server]) -> dict[str, float]:
+    """The largest VmRSS and VmHWM among the servers' processes, in MB."""
+    found = [read_status_mb(server.process.pid) for server in servers]
+    return {name: max(f[name] for f in found) for name in ("VmRSS", "VmHWM")}
+
+
 def measure_dead_receiver(context: BenchContext) -> dict[str, Any]:
-    """RSS of the server with `dead_events` deliveries pending for an endpoint where nothing listens."""
+    """RSS of the server with `dead_events` deliveries pending for an endpoint where nothing listens (with several
+    processes: the largest of theirs)."""
     directory = context.run_dir(0, "dead-receiver")
     count = scaled(LOAD.dead_events, context.scale, 2 * LOAD.dead_batch)
+    store = stores.Store.fresh(directory)
+    servers: list[stores.Server] = []
     # Bound but never listening: a connect is refused, and no other process can take the port meanwhile.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as dead:
         dead.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{dead.getsockname()[1]}/hook"
         from eventbus.signing import generate_secret
 
-        database = directory / "eventbus.db"
-        subscription_id = create_endpoint(database, url, generate_secret())
-        process, log_path, target = start_server(context, directory)
         try:
-            idle = read_status_mb(process.pid)
+            subscription_id = create_endpoint(store.url, url, generate_secret())
+            servers = start_servers(context, directory, store)
+            target = ",".join(server.grpc for server in servers)
+            idle = max_status_mb(servers)
             burst = run_client(
                 context,
                 publisher(target, "/bench/delivery/dead", "--mode", "burst", "--count", str(count),
@@ -556,16 +576,21 @@ def measure_dead_receiver(context: BenchContext) -> dict[str, Any]:
                     f"dead receiver: {burst['published']} of {count} published, e.g. {burst['error_samples'][:2]}"
                 )
             time.sleep(max(0.0, burst["finished_at"] + LOAD.dead_wait_s - time.time()))
-            if process.poll() is not None:
-                raise BenchError(f"eventbus serve exited with {process.returncode} with deliveries pending")
-            status = read_status_mb(process.pid)
+            exited = [server.process for server in servers if server.process.poll() is not None]
+            if exited:
+                raise BenchError(f"eventbus serve exited with {exited[0].returncode} with deliveries pending")
+            status = max_status_mb(servers)
             tried_s = time.time() - burst["started_at"]
         except BenchError as exc:
-            raise BenchError(f"delivery, dead receiver: {exc}\nlast lines:\n{tail(log_path, 5)}") from None
+            last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
+            store.drop()
+            raise BenchError(f"delivery, dead receiver: {exc}{last}") from None
         finally:
-            exit_code = context.processes.stop(process)
-    stats = subscription_stats(database, subscription_id)
-    attempts = [r for r in read_json_log(log_path) if r.get("event") == "delivery_attempted"]
+            codes = stores.stop_servers(context, servers)
+    exit_code = next((code for code in codes if code != 0), 0)
+    stats = subscription_stats(store.url, subscription_id)
+    dropped = store.drop()
+    attempts = [r for s in servers for r in read_json_log(s.log_path) if r.get("event") == "delivery_attempted"]
     result = {
         "events_published": count,
         "publish_s": burst["seconds"],
@@ -580,7 +605,9 @@ def measure_dead_receiver(context: BenchContext) -> dict[str, Any]:
         "pending": stats["pending"] + stats["leased"],
         "stats_after_stop": stats,
         "server_exit_code": exit_code,
-        **log_issues(log_path),
+        **({"server_exit_codes": codes} if len(codes) > 1 else {}),
+        **servers_log_issues(servers),
+        **dropped,
     }
     problems = []
     if not attempts:
@@ -663,17 +690,23 @@ async def publish_main(args: argparse.Namespace) -> int:
             event.text_data = event_data(published_at, number, args.data_bytes)
         return request
 
-    async with grpc.aio.insecure_channel(args.target, options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), timeout=15)
-        publish = channel.unary_unary(
-            PUBLISH_METHOD,
-            request_serializer=pb.PublishRequest.SerializeToString,
-            response_deserializer=pb.PublishResponse.FromString,
-        )
+    async with contextlib.AsyncExitStack() as stack:
+        publishers = []
+        for target in args.target.split(","):  # several servers: the calls take turns
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS))
+            await asyncio.wait_for(channel.channel_ready(), timeout=15)
+            publishers.append(
+                channel.unary_unary(
+                    PUBLISH_METHOD,
+                    request_serializer=pb.PublishRequest.SerializeToString,
+                    response_deserializer=pb.PublishResponse.FromString,
+                )
+            )
+        turns = itertools.cycle(publishers)
 
         async def call(request: pb.PublishRequest) -> None:
             try:
-                response: pb.PublishResponse = await publish(request, timeout=CALL_TIMEOUT)
+                response: pb.PublishResponse = await next(turns)(request, timeout=CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
                 report.error(f"{exc.code().name}: {exc.details()}")
                 return
@@ -777,7 +810,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.add_argument("--data-bytes", type=int, default=LOAD.data_bytes)
     common.add_argument("--out", required=True, help="where to write the JSON report")
     publish = commands.add_parser("publish", parents=[common], help="gRPC Publish, paced or a burst of --count")
-    publish.add_argument("--target", required=True, help="HOST:PORT of eventbus serve (127.0.0.1 only)")
+    publish.add_argument(
+        "--target", required=True, help="HOST:PORT of eventbus serve (127.0.0.1 only); several, comma-separated"
+    )
     publish.add_argument("--source", required=True, help="CloudEvents source (unique per phase)")
     publish.add_argument("--count", type=int, default=0, help="burst: events to publish")
     publish.add_argument("--in-flight", type=int, default=1, help="burst: Publish calls at once")
@@ -787,8 +822,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     send.add_argument("--id-prefix", required=True, help="webhook-id prefix (unique per phase)")
     send.add_argument("--concurrency", type=int, default=LOAD.concurrency, help="POSTs at once")
     args = parser.parse_args(argv)
-    where = args.target if args.command == "publish" else args.url.removeprefix("http://")
-    if not where.startswith("127.0.0.1:"):
+    where = args.target.split(",") if args.command == "publish" else [args.url.removeprefix("http://")]
+    if not all(w.startswith("127.0.0.1:") for w in where):
         parser.error("only 127.0.0.1: this machine is shared")
     return args
 

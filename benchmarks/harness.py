@@ -246,10 +246,10 @@ def run_load(
     log_dir: Path,
     warmup: float,
     duration: float,
-    server_pid: int,
+    server_pid: int | Sequence[int],
 ) -> tuple[list[dict[str, Any]], LoadWindow, float]:
     """Run load processes in lock-step and return their JSON reports, the window and the server's CPU seconds
-    in it.
+    in it (of every process in `server_pid`, when it lists several).
 
     Protocol: a load process prints `ready` once connected, then reads one JSON line
     `{"warmup_until": t0, "end_at": t1}` from stdin, loads until t1, and writes its report to the file named
@@ -276,10 +276,11 @@ def run_load(
         assert process.stdin is not None
         process.stdin.write(go)
         process.stdin.close()
+    server_pids = [server_pid] if isinstance(server_pid, int) else list(server_pid)
     time.sleep(max(0.0, window.start - time.time()))
-    cpu_before = cpu_seconds(server_pid)
+    cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
     time.sleep(max(0.0, window.end - time.time()))
-    server_cpu = cpu_seconds(server_pid) - cpu_before
+    server_cpu = sum(cpu_seconds(pid) for pid in server_pids) - cpu_before
     reports: list[dict[str, Any]] = []
     for index, (process, out_path) in enumerate(started):
         try:
@@ -443,6 +444,8 @@ class ScenarioOutcome:
 
 def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> ScenarioOutcome:
     from benchmarks import SCENARIOS
+    from benchmarks.stores import config as store_config
+    from benchmarks.stores import results_name
 
     scenario = SCENARIOS[name]
     duration = DEFAULT_DURATION * scale
@@ -463,6 +466,7 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
         "warmup_s": round(warmup, 3),
         "duration_s": round(duration, 3),
         "config": scenario.config,
+        "store": store_config() if scenario.stores else {"kind": "sqlite", "processes": 1},
         "runs": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix=f"eventbus-bench-{name}-"))
@@ -510,7 +514,7 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
     report["ok"] = ok
     if error is not None:
         report["error"] = error
-    write_report(name, report)
+    write_report(results_name(name) if scenario.stores else name, report)
     return ScenarioOutcome(name, ok, report, error)
 
 

@@ -5,12 +5,15 @@ It connects, prints `ready`, reads `{"warmup_until": t0, "end_at": t1}` (wall-cl
 the calls still in flight, and writes a JSON report to `--out`. Calls completed in [t0, t1) are the measured
 ones; every acknowledged event counts toward `acked_events`, which the harness compares with what the server
 stored. Each event has a unique (source, id): the source names the process, the id the task and a counter.
+With several targets (`--target A,B,C`: several `eventbus serve` processes on one database), task t publishes
+to target t mod n.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -121,13 +124,19 @@ async def sample_cpu(warmup_until: float, end_at: float, report: LoadReport) -> 
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.target, options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), timeout=15)
-        publish = channel.unary_unary(
-            PUBLISH_METHOD,
-            request_serializer=pb.PublishRequest.SerializeToString,
-            response_deserializer=pb.PublishResponse.FromString,
-        )
+    targets = args.target.split(",")
+    async with contextlib.AsyncExitStack() as stack:
+        publishers = []
+        for target in targets:  # task t publishes to targets[t % len(targets)]
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS))
+            await asyncio.wait_for(channel.channel_ready(), timeout=15)
+            publishers.append(
+                channel.unary_unary(
+                    PUBLISH_METHOD,
+                    request_serializer=pb.PublishRequest.SerializeToString,
+                    response_deserializer=pb.PublishResponse.FromString,
+                )
+            )
         print("ready", flush=True)
         line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline), 120)
         if not line.strip():
@@ -138,7 +147,16 @@ async def main(args: argparse.Namespace) -> int:
         report.events_by_second = [0] * max(1, math.ceil(end_at - warmup_until))
         template = template_event(args.source, args.data_bytes)
         tasks = [
-            worker(publish, template, t, args.events_per_call, args.check_results, warmup_until, end_at, report)
+            worker(
+                publishers[t % len(publishers)],
+                template,
+                t,
+                args.events_per_call,
+                args.check_results,
+                warmup_until,
+                end_at,
+                report,
+            )
             for t in range(args.concurrency)
         ]
         budget = max(0.0, end_at - time.time()) + CALL_TIMEOUT + 5
@@ -149,7 +167,11 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.split("\n")[0])
-    parser.add_argument("--target", required=True, help="HOST:PORT of the gRPC server (127.0.0.1 only)")
+    parser.add_argument(
+        "--target",
+        required=True,
+        help="HOST:PORT of the gRPC server (127.0.0.1 only); several, comma-separated: the tasks take turns",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight at once")
     parser.add_argument("--events-per-call", type=int, default=1)
     parser.add_argument("--data-bytes", type=int, default=1024, help="size of each event's JSON data")
@@ -157,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check-results", action="store_true", help="require one fresh result per event")
     parser.add_argument("--out", required=True, help="where to write the JSON report (must be last)")
     args = parser.parse_args(argv)
-    if not args.target.startswith("127.0.0.1:"):
+    if not all(target.startswith("127.0.0.1:") for target in args.target.split(",")):
         parser.error("--target must be on 127.0.0.1: this machine is shared")
     return args
 

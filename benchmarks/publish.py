@@ -1,7 +1,8 @@
 """Publish over gRPC: `publish-unary` (1 event per call) and `publish-batch` (100 events per call).
 
-Each run starts a real `eventbus serve` on a fresh SQLite file and loads it from separate client processes
-(`benchmarks.load`), checks with `ListEvents` that every acknowledged event was stored exactly once, then
+Each run starts a real `eventbus serve` on a fresh SQLite file (or, with `BENCH_STORE=postgresql`, a fresh
+PostgreSQL schema shared by `BENCH_PROCESSES` processes: `benchmarks.stores`) and loads it from separate client
+processes (`benchmarks.load`), checks with `ListEvents` that every acknowledged event was stored exactly once, then
 starts the baseline (`benchmarks.baseline_grpc`: a bare grpc.aio server answering the same PublishRequest
 with an empty PublishResponse) and loads it with the same client code and settings.
 """
@@ -9,10 +10,10 @@ with an empty PublishResponse) and loads it with the same client code and settin
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from benchmarks.harness import (
     tail,
     wait_for_log_event,
 )
+from benchmarks.stores import Server, Store, serve_command, start_servers, stop_servers, store_choice
 from eventbus.v1 import eventbus_pb2 as pb
 
 LIST_PAGE = 1000  # the largest page ListEvents serves
@@ -46,6 +48,17 @@ class PublishLoad:
     data_bytes: int  # JSON data per event
 
 
+def durable_store() -> str:
+    """How the store under test commits, for the summary (BENCH_STORE; a bad value is reported when the run starts)."""
+    try:
+        choice = store_choice()
+    except ValueError:
+        return "the store BENCH_STORE names"
+    if choice.kind == "sqlite":
+        return "SQLite WAL, synchronous=FULL, group commit"
+    return f"PostgreSQL, one transaction per call, {choice.processes} eventbus process(es)"
+
+
 UNARY = PublishLoad(processes=2, concurrency=32, events_per_call=1, data_bytes=1024)
 BATCH = PublishLoad(processes=2, concurrency=8, events_per_call=100, data_bytes=1024)
 
@@ -53,9 +66,10 @@ BATCH = PublishLoad(processes=2, concurrency=8, events_per_call=100, data_bytes=
 @scenario(
     "publish-unary",
     summary="gRPC Publish of 1 event (1 KiB JSON data) per call, 64 calls in flight from 2 client processes; "
-    "the server validates, stores durably (SQLite WAL, synchronous=FULL, group commit) and answers",
+    f"the server validates, stores durably ({durable_store()}) and answers",
     baseline="bare grpc.aio server, same PublishRequest parsed, empty PublishResponse, nothing else",
     config=asdict(UNARY),
+    stores=True,
 )
 def publish_unary(context: BenchContext, run: int) -> RunFigures:
     return run_publish("publish-unary", UNARY, context, run)
@@ -67,6 +81,7 @@ def publish_unary(context: BenchContext, run: int) -> RunFigures:
     "processes; all 100 stored atomically and durably per call",
     baseline="bare grpc.aio server, same 100-event PublishRequest parsed, empty PublishResponse",
     config=asdict(BATCH),
+    stores=True,
 )
 def publish_batch(context: BenchContext, run: int) -> RunFigures:
     return run_publish("publish-batch", BATCH, context, run)
@@ -80,37 +95,37 @@ def run_publish(name: str, load: PublishLoad, context: BenchContext, run: int) -
 
 def measure_eventbus(name: str, load: PublishLoad, context: BenchContext, run: int) -> tuple[Figures, dict[str, Any]]:
     directory = context.run_dir(run, "eventbus")
-    log_path = directory / "server.log"
-    command = eventbus_command(directory / "eventbus.db")
-    process = context.processes.start(command, role="server", log_path=log_path, cwd=directory)
-    checks: dict[str, Any] = {"serve_extra_args": os.environ.get("BENCH_SERVE_ARGS", "")}
+    store = Store.fresh(directory)
+    checks: dict[str, Any] = {"serve_extra_args": os.environ.get("BENCH_SERVE_ARGS", ""), "store": store.choice.label}
+    servers: list[Server] = []
     try:
-        ready = wait_for_log_event(process, log_path, "server_ready")
-        context.pinning.apply(process.pid, "server")  # threads started before the first pass, too
-        target = str(ready["grpc"])
+        servers = start_servers(context, directory, store)
+        log_path = servers[0].log_path
+        targets = ",".join(server.grpc for server in servers)  # the load's tasks take turns over the processes
         starting = next((r for r in read_json_log(log_path) if r.get("event") == "server_starting"), {})
         checks["server_loop"] = starting.get("loop", "unknown")
         source_prefix = f"/bench/{name}/run{run}/"
         reports, window, server_cpu = run_load(
             context.processes,
-            load_commands(target, load, directory, source_prefix, check_results=True),
+            load_commands(targets, load, directory, source_prefix, check_results=True),
             log_dir=directory,
             warmup=context.warmup,
             duration=context.duration,
-            server_pid=process.pid,
+            server_pid=[server.process.pid for server in servers],
         )
-        if process.poll() is not None:
+        exited = [server.process for server in servers if server.process.poll() is not None]
+        if exited:
             samples = [sample for r in reports for sample in r["error_samples"]]
             failed = sum(int(r["errors"]) for r in reports)
             raise BenchError(
-                f"eventbus serve exited with {process.returncode} during the load; {failed} calls failed, "
+                f"eventbus serve exited with {exited[0].returncode} during the load; {failed} calls failed, "
                 f"e.g. {samples[:3]}"
             )
         figures = figures_from_reports(reports, window, server_cpu, events_key="timed_events")
         sent = sum(int(r["acked_events"]) for r in reports)
         not_duplicate = sum(int(r["not_duplicate"]) for r in reports)
         listing_began = time.monotonic()
-        stored, distinct = count_stored(target, source_prefix, sent)
+        stored, distinct = count_stored(servers[0].grpc, source_prefix, sent)
         checks["list_events_s"] = round(time.monotonic() - listing_began, 2)
         checks.update(
             {
@@ -124,16 +139,21 @@ def measure_eventbus(name: str, load: PublishLoad, context: BenchContext, run: i
             }
         )
     except BenchError as exc:
-        issues = log_issues(log_path)
+        issues = servers_log_issues(servers)
+        last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
         raise BenchError(
             f"{name} run {run}: {exc}\neventbus serve log: {issues['server_log_issues'] or 'no warnings or errors'}\n"
             + "\n".join(issues["server_log_samples"])
-            + f"\nlast lines:\n{tail(log_path, 5)}"
+            + last
         ) from None
     finally:
-        exit_code = context.processes.stop(process)
+        codes = stop_servers(context, servers)
+        exit_code = next((code for code in codes if code != 0), 0)
         checks["server_exit_code"] = exit_code
-        checks.update(log_issues(log_path))
+        if len(codes) > 1:
+            checks["server_exit_codes"] = codes
+        checks.update(servers_log_issues(servers))
+        checks.update(store.drop())
     problems = []
     if checks.get("client_errors"):
         problems.append(f"{checks['client_errors']} calls failed, e.g. {checks['client_error_samples']}")
@@ -158,14 +178,9 @@ def measure_eventbus(name: str, load: PublishLoad, context: BenchContext, run: i
 
 
 def eventbus_command(database: Path) -> list[str]:
-    """`eventbus serve` as an operator runs it, plus `BENCH_SERVE_ARGS` (for experiments: `--log-level warning`)."""
-    return [
-        sys.executable, "-m", "eventbus", "serve",
-        "--store", f"sqlite:///{database}",
-        "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-        "--log-format", "json",
-        *shlex.split(os.environ.get("BENCH_SERVE_ARGS", "")),
-    ]  # fmt: skip
+    """`eventbus serve` on the SQLite file `database` as an operator runs it, plus `BENCH_SERVE_ARGS` (for
+    experiments: `--log-level warning`)."""
+    return serve_command(f"sqlite:///{database}")
 
 
 def measure_baseline(name: str, load: PublishLoad, context: BenchContext, run: int) -> Figures:
@@ -243,6 +258,21 @@ def count_stored(target: str, source_prefix: str, expected: int) -> tuple[int, i
             if not token:
                 return listed, len(seen)
     raise BenchError(f"ListEvents still had pages after {expected // LIST_PAGE + 100} pages of {LIST_PAGE}")
+
+
+def servers_log_issues(servers: Sequence[Server]) -> dict[str, Any]:
+    """`log_issues` of every server's log together."""
+    lines, issues, samples = 0, Counter[str](), []
+    for server in servers:
+        found = log_issues(server.log_path)
+        lines += found["server_log_lines"]
+        issues.update(found["server_log_issues"])
+        samples.extend(found["server_log_samples"])
+    return {
+        "server_log_lines": lines,
+        "server_log_issues": dict(issues),
+        "server_log_samples": samples[:MAX_LOG_SAMPLES],
+    }
 
 
 def log_issues(log_path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from eventbus.clock import ManualClock
 from eventbus.errors import NotFoundError
 from eventbus.model import Event
 from eventbus.runtime import EventBusServer
+from eventbus.store.base import StartPosition, SubscriptionSpec
 from tests.conftest import fast_settings
 
 
@@ -87,3 +88,20 @@ async def test_deleted_group_rows_are_purged(server: EventBusServer, client: Eve
         lambda c: c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
     )
     assert remaining == 0
+
+
+async def test_upkeep_finishes_a_backfill_nobody_kicked(server: EventBusServer, clock: ManualClock) -> None:
+    """A backfill started by a process that died is found by the upkeep of any other: the group's backlog, and the
+    events held behind it, are not stuck until someone joins or seeks again."""
+    await server.bus.publish([order(1), order(2)])
+    spec = SubscriptionSpec(kind="grpc", name="orphaned", patterns=("order.*",))
+    subscription, _ = await server.store.create_subscription(spec, start=StartPosition("earliest"), now=clock.now())
+    assert await server.store.pending_backfills() == [subscription.id]  # nobody kicked this process's backfill task
+    await server.bus.run_upkeep()
+    for _ in range(500):
+        if not await server.store.pending_backfills():
+            break
+        await asyncio.sleep(0.01)
+    assert await server.store.pending_backfills() == []
+    stats = await server.store.subscription_stats(subscription.id)
+    assert stats.pending == 2

@@ -23,9 +23,13 @@ from eventbus.bus.retry import next_retry_at
 from eventbus.bus.service import Bus
 from eventbus.clock import first_of
 from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
+from eventbus.store.limits import SendGrant, SendLease, SharedSendLimits
 from eventbus.store.records import AttemptResult, HealthPolicy
 
 log = structlog.get_logger("eventbus.dispatch")
+# A store that refused a send for want of a slot held by another process is asked again after this (doubling up
+# to the second figure, in seconds) or at once when a send of this process ends.
+_CLAIM_BACKOFF = (0.01, 0.25)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +70,55 @@ class Dispatcher:
         self._shared_buckets: dict[tuple[str, str], TokenBucket] = {}
         self._shared_rates: dict[tuple[str, str], dict[str, float]] = {}  # by key: each subscription's rate
         self._slot_freed: dict[str, asyncio.Event] = {}  # per subscription: one of its slots (or global room) freed
+        # A store shared by many processes (PostgreSQL) grants every send, so that a subscription's concurrency and
+        # rate limits hold across all of them; SQLite has one process per file and the limits here are exact.
+        self._shared = bus.store if isinstance(bus.store, SharedSendLimits) else None
+        self._claiming: set[str] = set()  # subscriptions whose sends are being granted by the store
+        self._claim_retry: dict[str, datetime] = {}  # refused: no asking again before this
+        self._claim_backoff: dict[str, float] = {}  # refused for a slot (not for the rate): the current delay
         self._wake = bus.store.wakeups.register_any()
         self._task: asyncio.Task[None] | None = None
+        # For `quiet()`: what the loop ("") and each pump wait on while parked, and the sends out at a destination.
+        self._parked: dict[str, list[asyncio.Future[object]]] = {}
+        self._at_destination = 0
 
     def in_flight(self, subscription_id: str) -> int:
         return self._in_flight.get(subscription_id, 0)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def quiet(self, *, held_elsewhere: int = 0) -> bool:
+        """Whether this dispatcher can do nothing more until something outside it happens (a publish, a wake-up,
+        the clock moving, a destination answering): its loop and every pump are parked on waits none of which has
+        fired, and no lease, record, release or store grant is under way; of the sends, at most `held_elsewhere`
+        are out at their destinations (the requests the destinations are known to hold). A barrier for tests that
+        never sleeps: see tests/delivery/helpers.py `settle`."""
+        if len(self._sends) > self._at_destination or self._at_destination > held_elsewhere:
+            return False
+        running = [key for key, task in (("", self._task), *self._pumps.items()) if task is not None]
+        for key in running:
+            waits = self._parked.get(key)
+            if waits is None or any(w.done() for w in waits):
+                return False
+        return True
+
+    async def _park(self, key: str, *awaitables: Awaitable[object]) -> None:
+        """`first_of(*awaitables)`, with the loop (`key` "") or pump (its subscription id) known to be parked."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(a) for a in awaitables]
+        self._parked[key] = waits
+        try:
+            await first_of(*waits)
+        finally:
+            self._parked.pop(key, None)
+
+    async def _at(self, sending: Awaitable[SendResult]) -> SendResult:
+        """A send while it is out at its destination (for `quiet()`)."""
+        self._at_destination += 1
+        try:
+            return await sending
+        finally:
+            self._at_destination -= 1
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="eventbus-dispatcher")
@@ -105,7 +150,7 @@ class Dispatcher:
                         wake_at = min(wake_at, due_at)
             except Exception as exc:  # the store is down: keep trying, every poll
                 log.warning("dispatch_poll_failed", error=str(exc))
-            await first_of(self._wake.wait(), self.bus.clock.sleep_until(wake_at))
+            await self._park("", self._wake.wait(), self.bus.clock.sleep_until(wake_at))
 
     def _ensure_pump(self, subscription_id: str) -> None:
         if subscription_id in self._pumps:
@@ -171,7 +216,7 @@ class Dispatcher:
                     return
                 self._senders[subscription_id] = _Sender(subscription, kind, queue, changed)
                 self._fill_slots(subscription_id)
-                if exhausted and not queue:
+                if exhausted and not queue and subscription_id not in self._claiming:
                     return
                 limit = subscription.max_concurrency or kind.default_max_concurrency
                 # Queue up to (lease_ahead - 1) × the concurrency: each lease then brings a large batch, and a queued
@@ -196,9 +241,14 @@ class Dispatcher:
                 waits: list[Awaitable[object]] = [slot_freed.wait(), changed.wait()]
                 if wake_at is not None:
                     waits.append(clock.sleep_until(wake_at))
-                await first_of(*waits)
+                retry_at = self._claim_retry.get(subscription_id)
+                if retry_at is not None and queue:
+                    waits.append(clock.sleep_until(retry_at))
+                await self._park(subscription_id, *waits)
         finally:
             self._slot_freed.pop(subscription_id, None)
+            self._claim_retry.pop(subscription_id, None)
+            self._claim_backoff.pop(subscription_id, None)
             sender = self._senders.get(subscription_id)
             if sender is not None and sender.queue is queue:
                 del self._senders[subscription_id]
@@ -238,8 +288,13 @@ class Dispatcher:
         limit = sender.subscription.max_concurrency or sender.kind.default_max_concurrency
         timeout = sender.kind.attempt_timeout(sender.subscription)
         now = self.bus.clock.now()
+        if self._shared is not None and (
+            subscription_id in self._claiming or now < self._claim_retry.get(subscription_id, now)
+        ):
+            return  # the store is granting its last ones, or refused a moment ago
         buckets = self._limits(sender.subscription, sender.kind, now)
         stale: list[LeasedDelivery] = []
+        claimed: list[LeasedDelivery] = []
         while sender.queue and self.in_flight(subscription_id) < limit and self._has_room():
             if any(b.available(now) < 1 for b in buckets):
                 break  # the pump wakes at the next token
@@ -249,9 +304,84 @@ class Dispatcher:
                 continue
             for bucket in buckets:
                 bucket.take(1)
-            self._start_send(sender.subscription, sender.kind, delivery)
+            if self._shared is None:
+                self._start_send(sender.subscription, sender.kind, delivery)
+            else:  # counted in flight while the store is asked
+                self._count(subscription_id, 1)
+                claimed.append(delivery)
         if stale:
             self._spawn(self._release(*stale, unsent=True))
+        if claimed:
+            self._claiming.add(subscription_id)
+            self._spawn(self._claim(sender, claimed, buckets))
+
+    async def _claim(self, sender: _Sender, claimed: list[LeasedDelivery], buckets: list[TokenBucket]) -> None:
+        """Ask the shared store to grant `claimed` (taken off the queue, counted in flight): send what it grants,
+        put the rest back at the head of the queue. The store counts sends, not leases: what is leased ahead and
+        queued here holds no slot of the subscription."""
+        assert self._shared is not None
+        subscription, kind = sender.subscription, sender.kind
+        subscription_id = subscription.id
+        grant = SendGrant(0)
+        try:
+            grant = await self._shared.acquire_send_slots(
+                subscription_id,
+                [SendLease(d.delivery_id, d.lease_token, d.probe or d.manual) for d in claimed],
+                max_concurrency=subscription.max_concurrency or kind.default_max_concurrency,
+                rate=subscription.rate_limit,
+                sending_for=kind.attempt_timeout(subscription) + self.settings.lease_margin / 2,
+                now=self.bus.clock.now(),
+            )
+        except asyncio.CancelledError:  # shutting down: nothing was sent
+            self._count(subscription_id, -len(claimed))
+            await asyncio.shield(self._release(*claimed, unsent=True))
+            raise
+        except Exception as exc:  # the store is down: asked again after a while (the leases outlive it)
+            log.warning("dispatch_claim_failed", subscription_id=subscription_id, error=str(exc))
+        finally:
+            self._claiming.discard(subscription_id)
+        go, back = claimed[: grant.granted], claimed[grant.granted :]
+        for bucket in buckets:
+            bucket.take(-len(back))  # their tokens were not used: given back
+        current = self._senders.get(subscription_id)
+        if current is None or current.queue is not sender.queue:  # its pump ended meanwhile: give them all back
+            self._count(subscription_id, -len(claimed))
+            await self._release(*claimed, unsent=True)
+            return
+        self._count(subscription_id, -len(back))
+        for delivery in go:
+            self._start_send(current.subscription, current.kind, delivery, counted=True)
+        current.queue.extendleft(reversed(back))
+        if grant.held:
+            current.changed.set()  # paused or circuit open: the pump reads it before anything more goes
+        elif back:
+            if grant.retry_at is not None:  # the shared bucket is empty: its next token
+                self._claim_backoff.pop(subscription_id, None)
+                self._claim_retry[subscription_id] = grant.retry_at
+            else:  # every slot is taken, by other processes too: ask again in a while (sooner after a grant)
+                delay = _CLAIM_BACKOFF[0] if go else self._claim_backoff.get(subscription_id, _CLAIM_BACKOFF[0]) * 2
+                self._claim_backoff[subscription_id] = delay = min(delay, _CLAIM_BACKOFF[1])
+                self._claim_retry[subscription_id] = self.bus.clock.now() + timedelta(seconds=delay)
+        else:
+            self._claim_backoff.pop(subscription_id, None)
+            self._claim_retry.pop(subscription_id, None)
+            self._fill_slots(subscription_id)  # room may have freed meanwhile
+        freed = self._slot_freed.get(subscription_id)
+        if freed is not None:
+            freed.set()  # the pump waits for this when its queue was empty, or for the retry
+
+    def _count(self, subscription_id: str, change: int) -> None:
+        """Count deliveries taken off the queue in flight before they are sent (or not, after all)."""
+        was_full = not self._has_room()
+        remaining = self.in_flight(subscription_id) + change
+        if remaining > 0:
+            self._in_flight[subscription_id] = remaining
+        else:
+            self._in_flight.pop(subscription_id, None)
+        self._total_in_flight += change
+        if was_full and self._has_room():
+            for freed in self._slot_freed.values():
+                freed.set()
 
     def _has_room(self) -> bool:
         return self._total_in_flight < self.settings.max_in_flight
@@ -287,9 +417,12 @@ class Dispatcher:
             bucket = self._buckets[subscription.id] = TokenBucket(subscription.rate_limit, now)
         return bucket
 
-    def _start_send(self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery) -> None:
-        self._in_flight[subscription.id] = self.in_flight(subscription.id) + 1
-        self._total_in_flight += 1
+    def _start_send(
+        self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery, *, counted: bool = False
+    ) -> None:
+        if not counted:
+            self._in_flight[subscription.id] = self.in_flight(subscription.id) + 1
+            self._total_in_flight += 1
         task = asyncio.create_task(self._send(subscription, kind, delivery))
         self._sends.add(task)
         task.add_done_callback(self._send_done)
@@ -302,6 +435,8 @@ class Dispatcher:
             self._in_flight[subscription_id] = remaining
         else:
             self._in_flight.pop(subscription_id, None)
+        if subscription_id in self._claim_backoff:  # a slot the store counted is free: ask it at once
+            self._claim_retry.pop(subscription_id, None)
         self._fill_slots(subscription_id)
         freed = self._slot_freed.get(subscription_id)
         if freed is not None:
@@ -331,7 +466,7 @@ class Dispatcher:
         started_at = clock.now()
         started = time.monotonic()
         try:
-            result = await kind.send(subscription, delivery, now=started_at)
+            result = await self._at(kind.send(subscription, delivery, now=started_at))
         except asyncio.CancelledError:
             # Shutting down mid-request: the receiver may have it, so it counts, and is logged, as an attempt;
             # the delivery is due again at once (from the next process to serve it).
@@ -344,8 +479,9 @@ class Dispatcher:
         except Exception as exc:  # a kind that raises is contained: the delivery is retried, the failure logged
             log.exception("delivery_send_crashed", subscription_id=subscription.id, delivery_id=delivery.delivery_id)
             result = SendResult(SendVerdict.RETRY, error_class="internal", error=f"{type(exc).__name__}: {exc}")
-        if result.verdict is SendVerdict.SUCCESS:
-            # A healthy destination's next send need not wait for this record to commit.
+        if result.verdict is SendVerdict.SUCCESS and self._shared is None:
+            # A healthy destination's next send need not wait for this record to commit (a shared store counts
+            # the send until its record commits: then the slot is freed after it, below).
             self._free_slot(subscription.id)
             await self._record(subscription, delivery, result, started_at, started)
             return

@@ -225,7 +225,10 @@ class Bus:
                 self._backfill_kick.set()
 
     async def run_upkeep(self) -> None:
-        """One round: heartbeat live groups, expire idle ones, purge deleted rows, prune past retention."""
+        """One round: heartbeat live groups, expire idle ones, purge deleted rows, prune past retention; and look
+        for unfinished backfills (another process that started one may have died: a group's live events wait
+        behind its backlog)."""
+        self.kick_backfills()
         now = self.clock.now()
         await self.store.touch_subscriptions([s for s, n in self.active_streams.items() if n > 0], now=now)
         idle = await self.store.idle_subscriptions(

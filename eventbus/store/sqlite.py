@@ -405,9 +405,9 @@ class SQLiteStore(
     async def next_due_at(self, subscription_id: str) -> datetime | None:
         sql = (
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscription_id = ? AND state IN ('pending', 'leased') "
-            "AND blocked = 0"
+            f"AND blocked = 0 AND event_seq < COALESCE({subs.BACKLOG_END_SQL}, {subs.NO_BACKLOG})"
         )
-        row = await self._read(lambda c: c.execute(sql, (subscription_id,)).fetchone())
+        row = await self._read(lambda c: c.execute(sql, (subscription_id, subscription_id)).fetchone())
         return from_micros(row[0]) if row and row[0] is not None else None
 
     async def subscription_stats(self, subscription_id: str) -> SubscriptionStats:

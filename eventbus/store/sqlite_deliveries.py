@@ -13,6 +13,7 @@ from eventbus.clock import from_micros, to_micros
 from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, SubscriptionStats
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
 from eventbus.store.sqlite_fanout import promote_next
+from eventbus.store.sqlite_subscriptions import backlog_end
 
 
 def lease_deliveries(
@@ -26,7 +27,7 @@ def lease_deliveries(
     """The leases, and the deliveries that died instead: (delivery_id, event_seq, reason)."""
     stamp = to_micros(now)
     policy = conn.execute(
-        "SELECT retry_schedule, max_pending_age, circuit, next_probe_at FROM subscriptions "
+        "SELECT retry_schedule, max_pending_age, circuit, next_probe_at, kind, backfill_next_seq FROM subscriptions "
         "WHERE id = ? AND state = 'active'",
         (subscription_id,),
     ).fetchone()
@@ -35,6 +36,7 @@ def lease_deliveries(
     max_attempts = len(json.loads(policy[0])) + 1
     oldest_allowed = stamp - policy[1]
     probe = policy[2] == "open"
+    held_from = backlog_end(policy[4], policy[5])  # a group's backlog goes out before what came after it
     # An open circuit holds every due delivery without using its attempts; one probe at a time tests the
     # destination, and its lease holds the probe slot until it is settled or runs out. A resend is an operator
     # asking for an attempt now: it goes through an open circuit (without being the probe).
@@ -52,7 +54,7 @@ def lease_deliveries(
         "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
         # ordering = subject: a delivery behind an open one of its subject is `blocked` until that one finishes
         f"WHERE d.subscription_id = ? AND d.state IN ('pending', 'leased') AND d.blocked = 0 {gate}"
-        "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?"
+        "AND d.event_seq < ? AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?"
     )
     expires = stamp + lease_for // timedelta(microseconds=1)
     leased: list[LeasedDelivery] = []
@@ -61,7 +63,7 @@ def lease_deliveries(
     # so a dead backlog in front does not make the caller think there is nothing to send.
     for _ in range(10):
         wanted = limit if probe else limit - len(leased)
-        rows = conn.execute(sql, (subscription_id, stamp, wanted)).fetchall()
+        rows = conn.execute(sql, (subscription_id, held_from, stamp, wanted)).fetchall()
         updates, dead, dead_keys = [], [], []
         for row in rows:
             rowid, delivery_id, attempts, first_attempt, pending_since, manual, key = row[:7]

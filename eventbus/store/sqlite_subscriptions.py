@@ -64,6 +64,27 @@ def subscription_from_row(row: Any) -> Subscription:
     )
 
 
+# A consumer group reads the log in seq order: while its backfill (a join at a start position, a seek) is still
+# creating the backlog's deliveries, events published after it joined wait behind the backlog. Its leases and its
+# next due time only see deliveries before `backlog_end`; every other subscription (a webhook's replay) is not held.
+GROUP_KIND = "grpc"
+NO_BACKLOG = 2**63 - 1
+# The same as a scalar subquery, for the subscription given by the one parameter (`?`; PostgreSQL: `$1`).
+BACKLOG_END_SQL = f"(SELECT backfill_next_seq FROM subscriptions WHERE id = ? AND kind = '{GROUP_KIND}')"
+
+
+def backlog_end(kind: str, backfill_next_seq: int | None) -> int:
+    """The first seq a subscription's leases may not hand out yet (NO_BACKLOG: none held back)."""
+    return int(backfill_next_seq) if kind == GROUP_KIND and backfill_next_seq is not None else NO_BACKLOG
+
+
+def backfill_due(kind: str, subscription_created_at: int, stamp: int, not_before: int | None) -> int:
+    """When a backfilled delivery is due. A group's backlog is due since the group was created, before anything
+    published after its join or seek (due when appended), so the lease order (due time, then seq) hands the backlog
+    out first and in seq order, whichever chunk created it. Other kinds: now. Never before the event's not_before."""
+    return max(subscription_created_at if kind == GROUP_KIND else stamp, not_before or 0)
+
+
 def _start_bounds(start: StartPosition) -> tuple[int | None, int | None]:
     """(start_seq, start_at): the lower bounds fan-out keeps for a position that may lie past the end of the log."""
     if start.edge == "seq" and start.seq is not None:
@@ -190,8 +211,8 @@ def backfill(
     conn: sqlite3.Connection, cache: SubscriptionCache, subscription_id: str, *, now: datetime, limit: int
 ) -> tuple[bool, bool]:
     row = conn.execute(
-        "SELECT COALESCE(backfill_patterns, patterns), filter, backfill_next_seq, backfill_upto_seq, ordering "
-        "FROM subscriptions WHERE id = ? AND state != 'deleted'",
+        "SELECT COALESCE(backfill_patterns, patterns), filter, backfill_next_seq, backfill_upto_seq, ordering, kind, "
+        "created_at FROM subscriptions WHERE id = ? AND state != 'deleted'",
         (subscription_id,),
     ).fetchone()
     if row is None or row[2] is None:
@@ -209,7 +230,7 @@ def backfill(
         stored = event_from_row(event_row)
         document = filter_document(stored.event) if matcher.filter is not None else None
         if matcher.matches(stored.event, document):
-            due = max(stamp, event_row[13] or 0)
+            due = backfill_due(row[5], row[6], stamp, event_row[13])
             key = matcher.key_of(stored.event)
             deliveries.append(
                 (new_id("dlv"), subscription_id, stored.seq, due, stamp, key, keys.blocked(subscription_id, key))
@@ -224,7 +245,8 @@ def backfill(
         "ELSE backfill_patterns END WHERE id = ?",
         (next_seq, next_seq, subscription_id),
     )
-    return next_seq is not None, bool(deliveries)
+    # Finishing wakes the subscription's waiters too: a group's leases no longer hold back what came after.
+    return next_seq is not None, bool(deliveries) or next_seq is None
 
 
 def seek_subscription(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import aiohttp
 from aiohttp import web
 
 from eventbus.bus.subscriptions import SubscriptionInfo, SubscriptionInput
@@ -61,11 +61,16 @@ class Received:
         return [value for name, _, value in entries if name == version]
 
 
+# Every live receiver: `settle` counts the requests they hold (held or slow answers) as the receivers' business.
+_RECEIVERS: weakref.WeakSet[Receiver] = weakref.WeakSet()
+
+
 class Receiver:
     """An aiohttp app on 127.0.0.1:0 that records every request and answers as the test programs it:
     `replies` are used one per request (then `default`), or `respond(request)` decides when set."""
 
     def __init__(self) -> None:
+        _RECEIVERS.add(self)
         self.requests: list[Received] = []
         self.replies: deque[Reply] = deque()
         self.default = Reply()
@@ -90,6 +95,10 @@ class Receiver:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     async def close(self) -> None:
         self._closing = True
@@ -172,19 +181,24 @@ async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float 
         raise AssertionError(f"not met in {within}s: {what or check}; last answer {last!r}") from None
 
 
-async def settle(server: EventBusServer, rounds: int = 3) -> None:
-    """Let the dispatcher do what it would do now (several loop turns, store reads and writes, and HTTP round
-    trips), so that a following "nothing was sent" check means something. Bounded; it never sleeps."""
-    assert server.addresses is not None
-    url = f"http://{server.addresses.http}/healthz"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(rounds):
-            for _ in range(5):
-                await asyncio.sleep(0)
-            await server.store.due_subscriptions(["webhook"], now=server.bus.clock.now())
-            await server.store.touch_subscriptions(["sub_settle"], now=server.bus.clock.now())
-            async with session.get(url) as response:
-                await response.read()
+async def settle(server: EventBusServer) -> None:
+    """A barrier: return once the server can do nothing more by itself, so that a following "nothing was sent" or
+    "this was recorded" check means something on every backend: no backfill is pending, the dispatcher's loop and
+    every pump wait for a wake-up that has not come, and no lease, record or release is under way (a send a test
+    receiver holds is the receiver's). Seen twice in a row, a store read apart. It never sleeps; it fails after
+    WAIT seconds of real time."""
+    dispatcher = server.dispatcher
+    calm = 0
+    try:
+        async with asyncio.timeout(WAIT):
+            while calm < 2:
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                backfilling = await server.store.pending_backfills()
+                held = sum(r.in_flight for r in list(_RECEIVERS) if not r.closing)
+                calm = calm + 1 if not backfilling and dispatcher.quiet(held_elsewhere=held) else 0
+    except TimeoutError:
+        raise AssertionError(f"the server did not settle in {WAIT}s") from None
 
 
 async def create_endpoint(

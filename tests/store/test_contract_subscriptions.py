@@ -213,6 +213,38 @@ async def test_start_earliest_backfills_in_chunks(store: Store, clock: ManualClo
     assert await store.backfill(subscription.id, now=clock.now(), limit=2) is False
 
 
+async def test_a_group_gets_its_backlog_in_seq_order_before_what_was_published_after_it_joined(
+    store: Store, clock: ManualClock
+) -> None:
+    old = await append(store, clock, *(order(f"o-{n}") for n in range(5)))
+    subscription = await subscribe(store, clock, start=EARLIEST)
+    clock.advance(1)
+    (during,) = await append(store, clock, order("during"))  # due before any chunk the backfill creates later
+
+    assert await lease(store, clock, subscription.id) == []  # held behind the backlog, which has no deliveries yet
+    assert await store.next_due_at(subscription.id) is None  # so a stream waits for a wake-up instead of spinning
+    clock.advance(1)
+    assert await store.backfill(subscription.id, now=clock.now(), limit=2) is True
+    first = await lease(store, clock, subscription.id)
+    assert seqs(first) == [old[0].seq, old[1].seq]  # the backlog's first chunk, not yet the event after it
+    clock.advance(1)
+    await run_backfill(store, clock, subscription.id)
+
+    rest = await lease(store, clock, subscription.id)
+    assert seqs(rest) == [o.seq for o in old[2:]] + [during.seq]
+
+
+async def test_a_finished_backfill_wakes_waiters_even_when_its_last_chunk_matched_nothing(
+    store: Store, clock: ManualClock
+) -> None:
+    await append(store, clock, order("o-1"), order("o-2", "order.item.added"))
+    subscription = await subscribe(store, clock, group_spec(patterns=("order.paid",)), start=EARLIEST)
+    assert await store.backfill(subscription.id, now=clock.now(), limit=1) is True
+    waiter = store.wakeups.register(subscription.id)
+    assert await store.backfill(subscription.id, now=clock.now(), limit=1) is False
+    assert waiter.is_set()  # what came after the backlog may go out now
+
+
 async def test_backfill_applies_the_filter(store: Store, clock: ManualClock) -> None:
     _, big = await append(store, clock, order("o-1", amount=5), order("o-2", amount=50))
     subscription = await subscribe(store, clock, group_spec(filter_json=AMOUNT_AT_LEAST_10), start=EARLIEST)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eventbus.store.postgres.core import PostgresCore
 from eventbus.store.postgres.pg_events import EventOperations
+from eventbus.store.postgres.pg_limits import LimitOperations
 from eventbus.store.postgres.pg_misc import IdempotencyOperations, KeyOperations, StateOperations, TypeOperations
 from eventbus.store.postgres.pg_push import PushOperations
 from eventbus.store.postgres.pg_sources import SourceOperations
@@ -20,8 +21,11 @@ class PostgresStore(
     StateOperations,
     IdempotencyOperations,
     TypeOperations,
+    LimitOperations,
 ):
-    """`Store` on PostgreSQL: every operation one transaction on a pooled connection; many processes at once."""
+    """`Store` on PostgreSQL: every operation one transaction on a pooled connection; many processes at once.
+
+    It also offers `SharedSendLimits` (pg_limits): subscription limits that hold across processes."""
 
 
 __all__ = ["PostgresStore"]

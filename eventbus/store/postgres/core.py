@@ -55,8 +55,11 @@ class PostgresCore(PgAccess):
         # connection to its startup settings, so a SET would be lost after the first use.
         settings = {"search_path": self._schema} if self._schema is not None else None
         try:
+            # min_size=0: connections are made when an operation needs one (a failure there is UnavailableError).
+            # With a floor, asyncpg >= 0.32 reconnects in the background whenever the server is down and logs a
+            # traceback through stdlib logging for each failed try (plain text lines in the JSON log).
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, server_settings=settings, command_timeout=60
+                self._dsn, min_size=0, max_size=self._pool_size, server_settings=settings, command_timeout=60
             )
             await self._migrate()
         except CONNECTION_ERRORS as exc:

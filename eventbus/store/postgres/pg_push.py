@@ -14,6 +14,7 @@ from eventbus.store.postgres import pg_push_health as health
 from eventbus.store.postgres.pg_push_admin import PushAdminOperations
 from eventbus.store.records import AttemptResult, HealthChange, HealthPolicy, SystemEvents
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
+from eventbus.store.sqlite_subscriptions import backlog_end
 
 _LEASE_ROUNDS = 10
 _PROBE_READ_AHEAD = 64
@@ -27,7 +28,7 @@ _DUE = (
     "FROM deliveries d JOIN events e ON e.seq = d.event_seq "
     # ordering = subject: a delivery behind an open one of its subject is `blocked` until that one finishes
     "WHERE d.subscription_id = $1 AND d.state IN ('pending', 'leased') AND d.blocked = 0 {gate}"
-    "AND d.next_attempt_at <= $2 ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 "
+    "AND d.event_seq < $4 AND d.next_attempt_at <= $2 ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 "
     # rows another process is leasing right now are not waited for: they are its, the next ones are ours
     "FOR UPDATE OF d SKIP LOCKED"
 )
@@ -49,7 +50,7 @@ async def _lease(
     """The leases, and the deliveries that died instead."""
     stamp = to_micros(now)
     policy_sql = (
-        "SELECT retry_schedule, max_pending_age, circuit, next_probe_at FROM subscriptions "
+        "SELECT retry_schedule, max_pending_age, circuit, next_probe_at, kind, backfill_next_seq FROM subscriptions "
         "WHERE id = $1 AND state = 'active'"
     )
     policy = await conn.fetchrow(policy_sql, subscription_id)
@@ -61,6 +62,7 @@ async def _lease(
     max_attempts = len(json.loads(policy[0])) + 1
     oldest_allowed = stamp - policy[1]
     probe = policy[2] == "open"
+    held_from = backlog_end(policy[4], policy[5])  # a group's backlog goes out before what came after it
     # An open circuit holds every due delivery without using its attempts; one probe at a time tests the
     # destination, and its lease holds the probe slot until it is settled or runs out. A resend is an operator
     # asking for an attempt now: it goes through an open circuit (without being the probe).
@@ -79,7 +81,7 @@ async def _lease(
     # so a dead backlog in front does not make the caller think there is nothing to send.
     for _ in range(_LEASE_ROUNDS):
         wanted = limit if probe else limit - len(leased)
-        rows = await conn.fetch(sql, subscription_id, stamp, wanted)
+        rows = await conn.fetch(sql, subscription_id, stamp, wanted, held_from)
         taken: list[asyncpg.Record] = []
         dead: list[tuple[str, str]] = []
         dead_keys: list[str | None] = []

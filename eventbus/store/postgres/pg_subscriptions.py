@@ -23,7 +23,14 @@ from eventbus.store.postgres.access import APPEND_LOCK, PgAccess
 from eventbus.store.postgres.pg_events import PG_INSERT_DELIVERY, affected_rows, ordering_gate
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row, schedule_to_text
 from eventbus.store.sqlite_fanout import Matcher, PlannedDelivery
-from eventbus.store.sqlite_subscriptions import SUBSCRIPTION_COLUMNS, _start_bounds, subscription_from_row
+from eventbus.store.sqlite_subscriptions import (
+    BACKLOG_END_SQL,
+    NO_BACKLOG,
+    SUBSCRIPTION_COLUMNS,
+    _start_bounds,
+    backfill_due,
+    subscription_from_row,
+)
 
 _LIVE_BY_NAME = f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE kind = $1 AND name = $2 AND state != 'deleted'"
 _LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events"
@@ -180,8 +187,8 @@ class SubscriptionOperations(PgAccess):
             # The row first, then the append lock (the order every transaction takes them in): appends and
             # unblocking settlements wait, so the ordering keys read below stay true until the commit.
             row = await conn.fetchrow(
-                "SELECT COALESCE(backfill_patterns, patterns), filter, backfill_next_seq, backfill_upto_seq, ordering "
-                "FROM subscriptions WHERE id = $1 AND state != 'deleted' FOR UPDATE",
+                "SELECT COALESCE(backfill_patterns, patterns), filter, backfill_next_seq, backfill_upto_seq, ordering, "
+                "kind, created_at FROM subscriptions WHERE id = $1 AND state != 'deleted' FOR UPDATE",
                 subscription_id,
             )
             if row is None or row[2] is None:
@@ -200,7 +207,7 @@ class SubscriptionOperations(PgAccess):
                 stored = event_from_row(event_row)
                 document = filter_document(stored.event) if matcher.filter is not None else None
                 if matcher.matches(stored.event, document):
-                    due = max(stamp, event_row[13] or 0)
+                    due = backfill_due(row[5], row[6], stamp, event_row[13])
                     planned.append(
                         (new_id("dlv"), subscription_id, stored.seq, due, stamp, matcher.key_of(stored.event))
                     )
@@ -209,17 +216,20 @@ class SubscriptionOperations(PgAccess):
             deliveries = [(*d, gate.blocked(d[1], d[5])) for d in planned]
             if deliveries:
                 await conn.executemany(PG_INSERT_DELIVERY, deliveries)
-                await self._announce(conn, [subscription_id])
             next_seq = int(rows[-1][0]) + 1 if len(rows) == limit else None
             if next_seq is not None and next_seq > upto:
                 next_seq = None
+            # Finishing wakes the subscription's waiters too: a group's leases no longer hold back what came after.
+            touched = bool(deliveries) or next_seq is None
+            if touched:
+                await self._announce(conn, [subscription_id])
             await conn.execute(
                 "UPDATE subscriptions SET backfill_next_seq = $1, backfill_patterns = CASE WHEN $1::bigint IS NULL "
                 "THEN NULL ELSE backfill_patterns END WHERE id = $2",
                 next_seq,
                 subscription_id,
             )
-        if deliveries:
+        if touched:
             self.wakeups.notify([subscription_id])
         return next_seq is not None
 
@@ -284,7 +294,8 @@ class SubscriptionOperations(PgAccess):
     async def next_due_at(self, subscription_id: str) -> datetime | None:
         row = await self._read_one(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscription_id = $1 "
-            "AND state IN ('pending', 'leased') AND blocked = 0",
+            "AND state IN ('pending', 'leased') AND blocked = 0 "
+            f"AND event_seq < COALESCE({BACKLOG_END_SQL.replace('?', '$1')}, {NO_BACKLOG})",
             subscription_id,
         )
         return from_micros(row[0]) if row and row[0] is not None else None

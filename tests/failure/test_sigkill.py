@@ -1,0 +1,144 @@
+"""SIGKILL one of two `eventbus serve` processes on one PostgreSQL database while it holds leased deliveries: the
+other process sends them once their leases expire, and nothing published is lost.
+
+The webhook's attempt timeout is the smallest allowed (1 s), so a lease lasts 1 s × lease_ahead (4) + the 30 s
+margin = 34 s (`DispatchSettings`; `eventbus serve` has no flag to shorten it): this test takes ≈ 40 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+from eventbus.client import EventBusClient
+from eventbus.client_values import DeliveryStatus
+from eventbus.errors import UnavailableError
+from eventbus.model import Event
+from tests.conftest import ServerProcess, start_server_process
+from tests.failure.cluster import Cluster
+from tests.failure.receiver import HookReceiver
+
+SCHEMA = "failure_sigkill"
+FLAGS = ["--allow-destination", "127.0.0.1/32"]
+BATCH = 10
+LEASE_S = 1 * 4 + 30  # attempt timeout × lease_ahead + lease_margin (DispatchSettings defaults)
+
+
+def orders(tag: str, first: int) -> list[Event]:
+    return [
+        Event.create(type="order.paid", source=f"/failure/{tag}", id=str(n), data={"n": n})
+        for n in range(first, first + BATCH)
+    ]
+
+
+async def leased(client: EventBusClient, subscription_id: str) -> list[DeliveryStatus]:
+    found: list[DeliveryStatus] = []
+    token = ""
+    for _ in range(100):  # bounded: far more pages than this test makes deliveries
+        page, token = await client.list_deliveries(
+            subscription_id=subscription_id, state="leased", page_size=100, page_token=token
+        )
+        found.extend(page)
+        if not token:
+            return found
+    raise AssertionError("list_deliveries kept paging")
+
+
+async def test_a_sigkilled_process_leases_are_sent_by_the_survivor_after_expiry(
+    tmp_path: Path, pg_cluster: Cluster, server_process: list[ServerProcess], hook_receivers: list[HookReceiver]
+) -> None:
+    url = pg_cluster.url(schema=SCHEMA)
+    victim, survivor = await asyncio.gather(
+        asyncio.to_thread(start_server_process, tmp_path, store=url, extra=FLAGS),
+        asyncio.to_thread(start_server_process, tmp_path, store=url, extra=FLAGS),
+    )
+    server_process.extend([victim, survivor])
+    victim_pid, survivor_pid = victim.process.pid, survivor.process.pid
+    killed_at: list[float] = []
+
+    def hold(pid: int | None) -> bool:
+        """The victim's requests are never answered, and its first one kills it: it dies with sends in flight
+        and more leased behind them, before their 1 s timeout could record a failure (a timeout would make them
+        retry 60 s later). A request of no known process comes from the dead victim: held too."""
+        if pid == survivor_pid:
+            return False
+        if not killed_at:
+            os.kill(victim_pid, signal.SIGKILL)
+            killed_at.append(time.time())
+        return True
+
+    receiver = HookReceiver(senders=[victim_pid, survivor_pid], hold=hold)
+    await receiver.start()
+    hook_receivers.append(receiver)
+    event_ids: set[str] = set()
+    async with (
+        EventBusClient(survivor.grpc, timeout=10, publish_retries=0) as via_survivor,
+        EventBusClient(victim.grpc, timeout=10, publish_retries=0) as via_victim,
+    ):
+        subscription = await via_survivor.create_subscription(
+            patterns=["order.*"], options={"url": receiver.url, "timeout": 1}
+        )
+        # Load through both processes until the victim sends (and so holds leases), which kills it; bounded.
+        deadline = time.monotonic() + 30
+        n = 0
+        while not killed_at:
+            assert time.monotonic() < deadline, f"the victim sent nothing in 30 s:\n{victim.log()[-2000:]}"
+            for client, tag in ((via_victim, "v"), (via_survivor, "s")):
+                with contextlib.suppress(UnavailableError):  # the victim may die during its publish
+                    event_ids.update(r.event_id for r in await client.publish(orders(tag, n)))
+            n += BATCH
+            await receiver.happens(lambda: bool(killed_at), within=0.05)  # the next batch in 50 ms unless killed
+        assert await asyncio.to_thread(victim.wait, 10) == -signal.SIGKILL
+        at_kill = {d.delivery_id: d for d in await leased(via_survivor, subscription.id)}
+        assert at_kill, "nothing was leased when the victim died"
+        # The survivor keeps taking load after the kill.
+        for _ in range(3):
+            event_ids.update(r.event_id for r in await via_survivor.publish(orders("s", n)))
+            n += BATCH
+
+        try:
+            await receiver.wait_until(
+                lambda: event_ids <= receiver.answered_ids(survivor_pid),
+                within=LEASE_S + 20,
+                what=lambda: (
+                    f"every published event delivered by the survivor "
+                    f"({len(event_ids - receiver.answered_ids(survivor_pid))} of {len(event_ids)} missing)"
+                ),
+            )
+        except AssertionError as exc:
+            missing = sorted(event_ids - receiver.answered_ids(survivor_pid))[:5]
+            found = [(await via_survivor.list_deliveries(event_id=e))[0] for e in missing]
+            raise AssertionError(f"{exc}; e.g. {found}; receiver saw {receiver.arrivals[:50]}") from None
+        # The survivor records each attempt just after the receiver answered it.
+        async with asyncio.timeout(10):
+            while still := await leased(via_survivor, subscription.id):
+                await receiver.happens(lambda: False, within=0.05)  # a poll interval
+        assert not still
+        statuses = [await via_survivor.get_delivery(delivery_id) for delivery_id in at_kill]
+
+    held = [a for a in receiver.arrivals if not a.answered]
+    assert held, "the victim held no request"
+    # Only the victim's sends were held: all of them on the wire when it died (a later one is the survivor's,
+    # wrongly attributed).
+    assert [a for a in held if a.at > killed_at[0] + 1] == []
+    held_by_victim = {a.webhook_id for a in held}
+    # Every delivery leased at the kill succeeded; those the victim was sending went out again from the survivor,
+    # and not before the victim's lease on them had expired.
+    assert {s.state for s in statuses} == {"succeeded"}, [(s.delivery_id, s.state) for s in statuses]
+    expiry = {d.event_id: d.next_attempt_at for d in at_kill.values()}
+    for webhook_id in held_by_victim:
+        lease_end = expiry.get(webhook_id)
+        assert isinstance(lease_end, datetime), f"{webhook_id} was held by the victim but not leased at the kill"
+        sent_again = min(
+            a.at for a in receiver.arrivals if a.webhook_id == webhook_id and a.pid == survivor_pid and a.answered
+        )
+        assert sent_again >= lease_end.timestamp() - 0.5, (webhook_id, sent_again - killed_at[0])
+
+    survivor.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(survivor.wait, 20) == 0, survivor.log()[-3000:]
+    assert "Traceback" not in survivor.log(), survivor.log()[-3000:]
