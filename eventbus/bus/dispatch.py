@@ -18,13 +18,13 @@ import structlog
 
 from eventbus.bus.health import system_events
 from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
-from eventbus.bus.ratelimit import TokenBucket
-from eventbus.bus.retry import next_retry_at
+from eventbus.bus.ratelimit import SendLimits, TokenBucket
 from eventbus.bus.service import Bus
+from eventbus.bus.settlement import decide
 from eventbus.clock import first_of
-from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
+from eventbus.store.base import LeasedDelivery, Subscription
 from eventbus.store.limits import SendGrant, SendLease, SharedSendLimits
-from eventbus.store.records import AttemptResult, HealthPolicy
+from eventbus.store.records import HealthPolicy
 
 log = structlog.get_logger("eventbus.dispatch")
 # A store that refused a send for want of a slot held by another process is asked again after this (doubling up
@@ -65,10 +65,7 @@ class Dispatcher:
         self._sends: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
         self._total_in_flight = 0
-        self._buckets: dict[str, TokenBucket] = {}
-        # Limits a kind shares between subscriptions (e.g. one provider account), by (kind, key); few and small.
-        self._shared_buckets: dict[tuple[str, str], TokenBucket] = {}
-        self._shared_rates: dict[tuple[str, str], dict[str, float]] = {}  # by key: each subscription's rate
+        self._rates = SendLimits()  # per-process rate limits (PostgreSQL adds cross-process grants)
         self._slot_freed: dict[str, asyncio.Event] = {}  # per subscription: one of its slots (or global room) freed
         # A store shared by many processes (PostgreSQL) grants every send, so that a subscription's concurrency and
         # rate limits hold across all of them; SQLite has one process per file and the limits here are exact.
@@ -210,9 +207,7 @@ class Dispatcher:
                             await self._release(*held, unsent=True)
                 kind = self.kinds.find(subscription.kind) if subscription is not None else None
                 if subscription is None or kind is None or subscription.state != "active":
-                    self._buckets.pop(subscription_id, None)
-                    for rates in self._shared_rates.values():  # its rate no longer holds the others back
-                        rates.pop(subscription_id, None)
+                    self._rates.forget(subscription_id)
                     return
                 self._senders[subscription_id] = _Sender(subscription, kind, queue, changed)
                 self._fill_slots(subscription_id)
@@ -223,7 +218,7 @@ class Dispatcher:
                 # delivery waits at most that many attempt timeouts, within its lease.
                 want = min(limit * (self.settings.lease_ahead - 1) - len(queue), self.settings.lease_batch)
                 now = clock.now()
-                buckets = self._limits(subscription, kind, now)
+                buckets = self._rates.of(subscription, kind, now)
                 wake_at = None
                 if buckets:
                     # Rate-limited: lease no more than can be sent now (tokens are taken as each send starts).
@@ -292,7 +287,7 @@ class Dispatcher:
             subscription_id in self._claiming or now < self._claim_retry.get(subscription_id, now)
         ):
             return  # the store is granting its last ones, or refused a moment ago
-        buckets = self._limits(sender.subscription, sender.kind, now)
+        buckets = self._rates.of(sender.subscription, sender.kind, now)
         stale: list[LeasedDelivery] = []
         claimed: list[LeasedDelivery] = []
         while sender.queue and self.in_flight(subscription_id) < limit and self._has_room():
@@ -386,37 +381,6 @@ class Dispatcher:
     def _has_room(self) -> bool:
         return self._total_in_flight < self.settings.max_in_flight
 
-    def _limits(self, subscription: Subscription, kind: DeliveryKind, now: datetime) -> list[TokenBucket]:
-        """The rate limits a send of this subscription must fit: its own, and one its kind shares by key."""
-        buckets = []
-        own = self._bucket(subscription, now)
-        if own is not None:
-            buckets.append(own)
-        shared = kind.shared_rate_limit(subscription)
-        if shared is not None:
-            key, rate = (kind.name, shared[0]), shared[1]
-            # Subscriptions sharing a key may ask for different rates: the lowest holds for all of them, and a
-            # change of rate keeps the tokens already spent (a bucket is never refilled by a change).
-            rates = self._shared_rates.setdefault(key, {})
-            rates[subscription.id] = rate
-            lowest = min(rates.values())
-            bucket = self._shared_buckets.get(key)
-            if bucket is None:
-                bucket = self._shared_buckets[key] = TokenBucket(lowest, now)
-            elif bucket.rate != lowest:
-                bucket.retune(lowest, now)
-            buckets.append(bucket)
-        return buckets
-
-    def _bucket(self, subscription: Subscription, now: datetime) -> TokenBucket | None:
-        if not subscription.rate_limit:
-            self._buckets.pop(subscription.id, None)
-            return None
-        bucket = self._buckets.get(subscription.id)
-        if bucket is None or bucket.rate != subscription.rate_limit:
-            bucket = self._buckets[subscription.id] = TokenBucket(subscription.rate_limit, now)
-        return bucket
-
     def _start_send(
         self, subscription: Subscription, kind: DeliveryKind, delivery: LeasedDelivery, *, counted: bool = False
     ) -> None:
@@ -503,7 +467,7 @@ class Dispatcher:
         """Log the attempt and settle the delivery in one store transaction, then write the canonical log line."""
         duration = timedelta(seconds=time.monotonic() - started)
         now = self.bus.clock.now()
-        attempt = self._decide(subscription, delivery, result, started_at, duration, now)
+        attempt = decide(subscription, delivery, result, started_at, duration, now)
         try:
             applied, _ = await self.bus.store.record_attempt(
                 attempt, policy=self.settings.health, now=now, system_events=system_events
@@ -532,74 +496,3 @@ class Dispatcher:
             )
         except Exception as exc:  # the leases run out by themselves
             log.warning("delivery_release_failed", deliveries=len(deliveries), error=str(exc))
-
-    def _decide(
-        self,
-        subscription: Subscription,
-        delivery: LeasedDelivery,
-        result: SendResult,
-        started_at: datetime,
-        duration: timedelta,
-        now: datetime,
-    ) -> AttemptResult:
-        """The settlement the retry rules of DESIGN.md §3 give this result."""
-        base = Settle(delivery.delivery_id, delivery.lease_token, Settlement.SUCCEEDED)
-        healthy: bool | None = False
-        disable_reason = None
-        if result.verdict is SendVerdict.SUCCESS:
-            settle, healthy = base, True
-        elif result.verdict is SendVerdict.GONE:
-            gone = result.error or "HTTP 410"  # "last error" reads like every other failure's
-            settle = Settle(base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.GONE, error=gone)
-            disable_reason = "the destination answered 410 Gone"
-        elif result.verdict is SendVerdict.REJECT:
-            settle = Settle(
-                base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.REJECTED, error=result.error
-            )
-            healthy = None
-        elif result.error_class == "interrupted":  # our shutdown, not the destination's failure
-            settle = Settle(base.delivery_id, base.lease_token, Settlement.RETRY, retry_at=now, error=result.error)
-            healthy = None
-        elif delivery.manual:  # a resend is one attempt outside the schedule
-            settle = Settle(
-                base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=result.error
-            )
-        else:
-            retry_after = result.retry_after
-            if retry_after is not None:
-                retry_after = min(retry_after, subscription.max_pending_age)
-            retry_at = next_retry_at(
-                schedule=subscription.retry_schedule,
-                attempt=delivery.attempt,
-                now=now,
-                retry_after=retry_after,
-                slow_failure=result.slow_failure,
-            )
-            error = result.error or result.error_class
-            since = delivery.pending_since or delivery.first_attempt_at
-            last_chance = since + subscription.max_pending_age - timedelta(minutes=1)
-            if retry_at is not None and retry_at > last_chance > now:
-                # A Retry-After past the max pending age would let it expire untried: one last attempt first.
-                retry_at = last_chance
-            if retry_at is None:
-                settle = Settle(
-                    base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=error
-                )
-            else:
-                settle = Settle(base.delivery_id, base.lease_token, Settlement.RETRY, retry_at=retry_at, error=error)
-        return AttemptResult(
-            settle=settle,
-            number=delivery.attempt,
-            started_at=started_at,
-            duration=duration,
-            healthy=healthy,
-            status_code=result.status_code,
-            error_class=result.error_class,
-            error=result.error,
-            response_headers=result.response_headers,
-            response_body=result.response_body,
-            probe=delivery.probe,
-            manual=delivery.manual,
-            disable_reason=disable_reason,
-            alert=result.alert and result.verdict is SendVerdict.RETRY,
-        )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from eventbus.bus.kinds import DeliveryKind
+from eventbus.store.base import Subscription
+
 
 class TokenBucket:
     """`rate` per second with a burst of one second's worth (at least 1), refilled from the injected clock."""
@@ -39,3 +42,48 @@ class TokenBucket:
         self._refill(now)
         missing = max(0.0, 1.0 - self.tokens)
         return now + timedelta(seconds=missing / self.rate)
+
+
+class SendLimits:
+    """The token buckets a send must fit, per process: a subscription's own `rate_limit`, and one a kind shares
+    between subscriptions by key (e.g. one provider account) at the lowest rate any of them asks for."""
+
+    def __init__(self) -> None:
+        self._own: dict[str, TokenBucket] = {}
+        self._shared: dict[tuple[str, str], TokenBucket] = {}
+        self._shared_rates: dict[tuple[str, str], dict[str, float]] = {}  # by key: each subscription's rate
+
+    def of(self, subscription: Subscription, kind: DeliveryKind, now: datetime) -> list[TokenBucket]:
+        buckets = []
+        own = self._own_bucket(subscription, now)
+        if own is not None:
+            buckets.append(own)
+        shared = kind.shared_rate_limit(subscription)
+        if shared is not None:
+            key, rate = (kind.name, shared[0]), shared[1]
+            # A change of rate keeps the tokens already spent (a bucket is never refilled by a change).
+            rates = self._shared_rates.setdefault(key, {})
+            rates[subscription.id] = rate
+            lowest = min(rates.values())
+            bucket = self._shared.get(key)
+            if bucket is None:
+                bucket = self._shared[key] = TokenBucket(lowest, now)
+            elif bucket.rate != lowest:
+                bucket.retune(lowest, now)
+            buckets.append(bucket)
+        return buckets
+
+    def forget(self, subscription_id: str) -> None:
+        """The subscription stopped (paused, deleted): its bucket goes, its rate no longer holds others back."""
+        self._own.pop(subscription_id, None)
+        for rates in self._shared_rates.values():
+            rates.pop(subscription_id, None)
+
+    def _own_bucket(self, subscription: Subscription, now: datetime) -> TokenBucket | None:
+        if not subscription.rate_limit:
+            self._own.pop(subscription.id, None)
+            return None
+        bucket = self._own.get(subscription.id)
+        if bucket is None or bucket.rate != subscription.rate_limit:
+            bucket = self._own[subscription.id] = TokenBucket(subscription.rate_limit, now)
+        return bucket

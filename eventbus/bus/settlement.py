@@ -1,0 +1,82 @@
+"""The retry rules of DESIGN.md §3: what one try's result settles for its delivery (succeeded, retry when, dead
+why), and what it tells the circuit. Pure: the dispatcher records what this decides."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from eventbus.bus.kinds import SendResult, SendVerdict
+from eventbus.bus.retry import next_retry_at
+from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
+from eventbus.store.records import AttemptResult
+
+
+def decide(
+    subscription: Subscription,
+    delivery: LeasedDelivery,
+    result: SendResult,
+    started_at: datetime,
+    duration: timedelta,
+    now: datetime,
+) -> AttemptResult:
+    """The settlement the retry rules of DESIGN.md §3 give this result."""
+    base = Settle(delivery.delivery_id, delivery.lease_token, Settlement.SUCCEEDED)
+    healthy: bool | None = False
+    disable_reason = None
+    if result.verdict is SendVerdict.SUCCESS:
+        settle, healthy = base, True
+    elif result.verdict is SendVerdict.GONE:
+        gone = result.error or "HTTP 410"  # "last error" reads like every other failure's
+        settle = Settle(base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.GONE, error=gone)
+        disable_reason = "the destination answered 410 Gone"
+    elif result.verdict is SendVerdict.REJECT:
+        settle = Settle(
+            base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.REJECTED, error=result.error
+        )
+        healthy = None
+    elif result.error_class == "interrupted":  # our shutdown, not the destination's failure
+        settle = Settle(base.delivery_id, base.lease_token, Settlement.RETRY, retry_at=now, error=result.error)
+        healthy = None
+    elif delivery.manual:  # a resend is one attempt outside the schedule
+        settle = Settle(
+            base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=result.error
+        )
+    else:
+        retry_after = result.retry_after
+        if retry_after is not None:
+            retry_after = min(retry_after, subscription.max_pending_age)
+        retry_at = next_retry_at(
+            schedule=subscription.retry_schedule,
+            attempt=delivery.attempt,
+            now=now,
+            retry_after=retry_after,
+            slow_failure=result.slow_failure,
+        )
+        error = result.error or result.error_class
+        since = delivery.pending_since or delivery.first_attempt_at
+        last_chance = since + subscription.max_pending_age - timedelta(minutes=1)
+        if retry_at is not None and retry_at > last_chance > now:
+            # A Retry-After past the max pending age would let it expire untried: one last attempt first.
+            retry_at = last_chance
+        if retry_at is None:
+            settle = Settle(
+                base.delivery_id, base.lease_token, Settlement.DEAD, reason=DeadReason.EXHAUSTED, error=error
+            )
+        else:
+            settle = Settle(base.delivery_id, base.lease_token, Settlement.RETRY, retry_at=retry_at, error=error)
+    return AttemptResult(
+        settle=settle,
+        number=delivery.attempt,
+        started_at=started_at,
+        duration=duration,
+        healthy=healthy,
+        status_code=result.status_code,
+        error_class=result.error_class,
+        error=result.error,
+        response_headers=result.response_headers,
+        response_body=result.response_body,
+        probe=delivery.probe,
+        manual=delivery.manual,
+        disable_reason=disable_reason,
+        alert=result.alert and result.verdict is SendVerdict.RETRY,
+    )
