@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--hooks-body-limit",
         help="bytes of one POST /hooks/{source} body (env EVENTBUS_HOOKS_BODY_LIMIT; 1048576)",
     )
+    serve.add_argument("--config", metavar="FILE", help="TOML settings file (env EVENTBUS_CONFIG)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain for gRPC and HTTP (env EVENTBUS_TLS_CERT)")
+    serve.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (env EVENTBUS_TLS_KEY)")
+    serve.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (env EVENTBUS_TLS_CLIENT_CA)",
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", default=None, help="allow listening beyond loopback without TLS"
+    )
+    serve.add_argument(
+        "--metrics-public", action="store_true", default=None, help="serve /metrics without the admin scope"
+    )
 
     publish = commands.add_parser("publish", parents=[client], help="publish one event, or a JSON-lines batch")
     publish.add_argument("--type")

@@ -54,6 +54,13 @@ class ServerSettings:
     log_level: str = "info"
     shutdown_grace: float = 10.0
     hooks_body_limit: int = 1024 * 1024  # bytes of one `POST /hooks/{source}` body
+    config_file: str | None = None  # `--config` / `EVENTBUS_CONFIG`: the TOML file the rest may come from
+    tls_cert: str | None = None  # PEM certificate chain for both servers (with `tls_key`)
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
+    insecure: bool = False  # allow listening beyond loopback without TLS (keys are still required)
+    metrics_public: bool = False  # `/metrics` without the `admin` scope
+    metrics_subscription_labels: int = 100  # subscriptions labelled by id in `/metrics`; the rest as `other`
 
     def check_exposure(self, *, stored_keys: bool = False) -> None:
         """With no API key the server is open, so it may only listen on loopback.
@@ -110,6 +117,11 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         grace = float(grace_text)
     except ValueError as exc:
         raise InvalidArgumentError.for_field("shutdown-grace", f"{grace_text!r} is not a number of seconds") from exc
+    tls = {name: pick(name, f"EVENTBUS_{name.upper()}", None) for name in ("tls_cert", "tls_key", "tls_client_ca")}
+    if bool(tls["tls_cert"]) != bool(tls["tls_key"]):
+        raise InvalidArgumentError.for_field("tls-cert", "--tls-cert and --tls-key go together")
+    if tls["tls_client_ca"] and not tls["tls_cert"]:
+        raise InvalidArgumentError.for_field("tls-client-ca", "mutual TLS needs --tls-cert and --tls-key too")
     limit_text = pick("hooks_body_limit", "EVENTBUS_HOOKS_BODY_LIMIT", "1048576") or "1048576"
     if not limit_text.isdigit() or not 1024 <= int(limit_text) <= 16 * 1024 * 1024:
         raise InvalidArgumentError.for_field("hooks-body-limit", f"{limit_text!r}: bytes, from 1024 to 16777216")
@@ -127,4 +139,17 @@ def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         log_level=log_level,
         shutdown_grace=grace,
         hooks_body_limit=int(limit_text),
+        config_file=pick("config", "EVENTBUS_CONFIG", None),
+        tls_cert=tls["tls_cert"],
+        tls_key=tls["tls_key"],
+        tls_client_ca=tls["tls_client_ca"],
+        insecure=_flag(flags, env, "insecure", "EVENTBUS_INSECURE"),
+        metrics_public=_flag(flags, env, "metrics_public", "EVENTBUS_METRICS_PUBLIC"),
     )
+
+
+def _flag(flags: Mapping[str, object], env: Mapping[str, str], flag: str, variable: str) -> bool:
+    """A boolean switch: the flag when given, else the variable (1/true/yes/on), else off."""
+    if flags.get(flag):
+        return True
+    return env.get(variable, "").strip().lower() in ("1", "true", "yes", "on")
