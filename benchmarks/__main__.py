@@ -7,10 +7,14 @@ and `BENCH_PROCESSES` choose the store of the publish and delivery scenarios (`b
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 
-from benchmarks import load_scenarios
-from benchmarks.harness import Pinning, ScenarioOutcome, env_float, run_scenario, sigterm_as_exit, stderr, table
+from benchmarks import ALIASES, load_scenarios
+from benchmarks.harness import Pinning, ScenarioOutcome, env_float, run_scenario
+from benchmarks.report import closing_note, table
 from benchmarks.stores import store_choice
 
 
@@ -23,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for item in scenarios.values():
-            print(f"{item.name}: {item.summary}\n    baseline: {item.baseline}")
+            print(f"{item.name}: {item.summary}\n    baseline: {item.baseline or 'none (absolute targets)'}")
         return 0
+    args.scenarios = list(dict.fromkeys(ALIASES.get(name, name) for name in args.scenarios))
     unknown = [name for name in args.scenarios if name not in scenarios]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(scenarios)}")
@@ -60,18 +65,39 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(outcomes))
     print(
-        f"\nmedians of {runs} runs; ratio = eventbus calls/s ÷ baseline calls/s; CPU = % of one core "
-        f"(server process(es), all load processes); store: {store.label}; {pinning.note}"
+        f"\nmedians of {runs} runs (backlog and soak: 1); ratio = eventbus calls/s ÷ baseline calls/s (- : no "
+        f"baseline); CPU = % of one core (server process(es), all load processes); store: {store.label}; "
+        f"{pinning.note}"
     )
     for outcome in outcomes:
         notes = scenarios[outcome.name].notes
         if notes is not None and outcome.report.get("medians"):
             print("\n".join(notes(outcome.report)))
+    print()
+    print(closing_note(outcomes, {name: scenario.targets for name, scenario in scenarios.items()}))
     failed = [o.name for o in outcomes if not o.ok]
     if failed:
         stderr(f"benchmarks failed: {', '.join(failed)} (see benchmarks/results/<scenario>.json)")
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit, so every `finally` (which kills the subprocesses) still runs."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """`python -m benchmarks.baseline_http`: the bare aiohttp server the ingest benchmark compares with.
 
-One handler for `POST /hooks/{source}` that reads the whole body and answers an empty 202: no verification,
-no parsing, no store, no logging per request, no access log (like `eventbus serve`). It runs on the event loop
-named by `--loop` (the harness passes the one `eventbus serve` reported), logs one JSON line
-`{"event": "server_ready", "http": "127.0.0.1:PORT", "loop": ...}` on stderr, and stops on SIGTERM.
+One handler for `POST /hooks/{source}` (and `POST /events`, for `ingest-ce`) that reads the whole body and
+answers an empty 202: no verification, no parsing, no store, no logging per request, no access log (like
+`eventbus serve`). It runs on the event loop named by `--loop` (the harness passes the one `eventbus serve`
+reported), logs one JSON line `{"event": "server_ready", "http": "127.0.0.1:PORT", "loop": ...}` on stderr, and
+stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ async def hook(request: web.Request) -> web.Response:
 async def serve(listen: str) -> int:
     app = web.Application(client_max_size=1024 * 1024)  # the body limit of /hooks/{source}
     app.router.add_post("/hooks/{source}", hook)
+    app.router.add_post("/events", hook)  # the ingest-ce baseline: the same bare handler
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, _, port = listen.rpartition(":")
@@ -52,7 +54,8 @@ def run(main: Coroutine[Any, Any, int], loop: str) -> int:
     if loop == "uvloop":
         import uvloop
 
-        return uvloop.run(main)
+        code: int = uvloop.run(main)
+        return code
     return asyncio.run(main)
 
 

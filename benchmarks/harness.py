@@ -1,5 +1,5 @@
 """Shared machinery: scale and runs, CPU pinning, subprocesses that always die, load processes started in
-lock-step, statistics, the printed table and the results files."""
+lock-step, statistics and the results files (the table and the targets: `benchmarks.report`)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,17 @@ import platform
 import selectors
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 READY_TIMEOUT = 30.0  # seconds a server or a load process gets to come up
 STOP_TIMEOUT = 20.0  # seconds a server gets to exit after SIGTERM before SIGKILL
 DEFAULT_DURATION = 5.0  # timed window per run at BENCH_SCALE=1
@@ -105,9 +102,12 @@ class Processes:
         log_path: Path,
         cwd: Path | None = None,
         pipes: bool = False,
+        pass_fds: Sequence[int] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start `command` with stderr to `log_path`; `pipes` gives it a stdin and a stdout to talk on."""
-        env = dict(os.environ)
+        """Start `command` with stderr to `log_path`; `pipes` gives it a stdin and a stdout to talk on;
+        `pass_fds` are inherited (a bound socket); `extra_env` is added to this process's environment."""
+        env = {**os.environ, **(extra_env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
         env["PYTHONUNBUFFERED"] = "1"
         with log_path.open("wb") as log:
@@ -118,6 +118,7 @@ class Processes:
                 stderr=log,
                 cwd=cwd or ROOT,
                 env=env,
+                pass_fds=tuple(pass_fds),
             )
         self._running.append(process)
         self.pinning.apply(process.pid, role)
@@ -359,16 +360,19 @@ def figures_from_reports(
 
 @dataclass(slots=True)
 class RunFigures:
-    """One run of a scenario: the server and its baseline, and what the checks saw."""
+    """One run of a scenario: the server and its baseline (None for the scenarios that have none), and what the
+    checks saw."""
 
     server: Figures
-    baseline: Figures
+    baseline: Figures | None
     checks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific figures; numbers get a median
 
     @property
     def ratio(self) -> float:
-        return self.server.calls_per_s / self.baseline.calls_per_s if self.baseline.calls_per_s else math.nan
+        if self.baseline is None or not self.baseline.calls_per_s:
+            return math.nan
+        return self.server.calls_per_s / self.baseline.calls_per_s
 
 
 @dataclass(slots=True)
@@ -389,48 +393,6 @@ class BenchContext:
         return path
 
 
-def _median(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
-def _median_extra(extras: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """The median of each numeric scenario-specific figure, over the runs that have it."""
-    names = {n for e in extras for n, v in e.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return {n: round(_median([float(e[n]) for e in extras if n in e]), 3) for n in sorted(names)}
-
-
-def median_figures(all_figures: Sequence[Figures]) -> dict[str, float]:
-    names = [n for n in Figures.__dataclass_fields__ if n not in ("calls", "events", "errors", "events_by_second")]
-    return {n: round(_median([float(getattr(f, n)) for f in all_figures]), 3) for n in names}
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in ("grpcio", "protobuf", "eventbus"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def git_revision() -> str:
-    """The commit of the code under test, `+modified` when eventbus/ or proto/ had uncommitted changes."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short=12", "HEAD")
-    if not commit:
-        return "unknown"
-    return commit + ("+modified" if git("status", "--porcelain", "--", "eventbus", "proto") else "")
-
-
 # -- one scenario, end to end ------------------------------------------------------------------------------
 
 
@@ -444,10 +406,12 @@ class ScenarioOutcome:
 
 def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> ScenarioOutcome:
     from benchmarks import SCENARIOS
+    from benchmarks.report import check_targets, git_revision, median_extra, median_figures, versions, write_report
     from benchmarks.stores import config as store_config
     from benchmarks.stores import results_name
 
     scenario = SCENARIOS[name]
+    runs = min(runs, scenario.max_runs or runs)
     duration = DEFAULT_DURATION * scale
     warmup = max(0.5, DEFAULT_WARMUP * min(scale, 1.0))
     report: dict[str, Any] = {
@@ -477,12 +441,14 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
     try:
         for run in range(1, runs + 1):
             figures = scenario.run(context, run)
+            if scenario.baseline is not None and figures.baseline is None:
+                raise BenchError(f"{name} run {run}: the baseline did not run")
             all_runs.append(figures)
             report["runs"].append(
                 {
                     "run": run,
                     "server": asdict(figures.server),
-                    "baseline": asdict(figures.baseline),
+                    "baseline": asdict(figures.baseline) if figures.baseline is not None else None,
                     "ratio": round(figures.ratio, 3),
                     "checks": figures.checks,
                     **({"extra": figures.extra} if figures.extra else {}),
@@ -498,18 +464,22 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
         shutil.rmtree(workdir, ignore_errors=True)
     if all_runs:
         server = median_figures([r.server for r in all_runs])
-        baseline = median_figures([r.baseline for r in all_runs])
-        report["medians"] = {"server": server, "baseline": baseline}
-        report["ratio"] = round(server["calls_per_s"] / baseline["calls_per_s"], 3) if baseline["calls_per_s"] else None
-        report["ratio_definition"] = "median server calls/s ÷ median baseline calls/s, same runs"
-        extra = _median_extra([r.extra for r in all_runs])
+        medians: dict[str, dict[str, float]] = {"server": server}
+        baselines = [r.baseline for r in all_runs if r.baseline is not None]
+        report["ratio"] = None
+        if baselines:
+            baseline = medians["baseline"] = median_figures(baselines)
+            if baseline["calls_per_s"]:
+                report["ratio"] = round(server["calls_per_s"] / baseline["calls_per_s"], 3)
+            report["ratio_definition"] = "median server calls/s ÷ median baseline calls/s, same runs"
+        report["medians"] = medians
+        extra = median_extra([r.extra for r in all_runs])
         if extra:
             report["extra"] = extra
         # Load generators near 100 % of their cores measure themselves as much as the target: a lower bound.
         limit = 90.0 * max(1, len(pinning.client_cpus) if pinning.pinned else len(pinning.allowed) - 1)
-        report["load_bound"] = [
-            t for t, m in (("server", server), ("baseline", baseline)) if m["client_cpu_pct"] >= limit
-        ]
+        report["load_bound"] = [t for t, m in medians.items() if m["client_cpu_pct"] >= limit]
+        report["targets"] = [check.as_dict() for check in check_targets(scenario.targets, report)]
     ok = error is None and len(all_runs) == runs
     report["ok"] = ok
     if error is not None:
@@ -520,97 +490,8 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
 
 def _run_line(figures: RunFigures) -> str:
     s, b = figures.server, figures.baseline
-    return (
-        f"server {s.calls_per_s:,.0f} calls/s {s.events_per_s:,.0f} events/s p99 {s.p99_ms:.2f} ms | "
-        f"baseline {b.calls_per_s:,.0f} calls/s p99 {b.p99_ms:.2f} ms | ratio {figures.ratio:.2f}"
-    )
-
-
-def write_report(name: str, report: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(clean_nans(report), indent=2, allow_nan=False) + "\n")
-    return path
-
-
-def clean_nans(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean_nans(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_nans(v) for v in value]
-    return value
-
-
-# -- the table ---------------------------------------------------------------------------------------------
-
-_COLUMNS = (
-    ("scenario", "<"),
-    ("target", "<"),
-    ("calls/s", ">"),
-    ("events/s", ">"),
-    ("p50 ms", ">"),
-    ("p99 ms", ">"),
-    ("server CPU", ">"),
-    ("load CPU", ">"),
-    ("ratio", ">"),
-)
-
-
-def table(outcomes: Sequence[ScenarioOutcome]) -> str:
-    rows: list[tuple[str, ...]] = []
-    for outcome in outcomes:
-        medians = outcome.report.get("medians")
-        if not medians:
-            rows.append((outcome.name, "FAILED", "", "", "", "", "", "", ""))
-            continue
-        ratio = outcome.report.get("ratio")
-        for target in ("server", "baseline"):
-            m = medians[target]
-            rows.append(
-                (
-                    outcome.name if target == "server" else "",
-                    "eventbus" if target == "server" else "baseline",
-                    f"{m['calls_per_s']:,.0f}",
-                    f"{m['events_per_s']:,.0f}",
-                    f"{m['p50_ms']:.2f}",
-                    f"{m['p99_ms']:.2f}",
-                    f"{m['server_cpu_pct']:.0f} %",
-                    f"{m['client_cpu_pct']:.0f} %",
-                    (f"{ratio:.2f}" if ratio is not None else "-") if target == "server" else "1",
-                )
-            )
-    widths = [max(len(_COLUMNS[i][0]), *(len(r[i]) for r in rows)) for i in range(len(_COLUMNS))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [f"{c:{a}{w}}" for c, (_, a), w in zip(cells, _COLUMNS, widths, strict=True)]
-        return "| " + " | ".join(parts) + " |"
-
-    head = line([c for c, _ in _COLUMNS])
-    rule = (
-        "|"
-        + "|".join(
-            ("-" * (w + 1) + ":") if a == ">" else ("-" * (w + 2)) for (_, a), w in zip(_COLUMNS, widths, strict=True)
-        )
-        + "|"
-    )
-    return "\n".join([head, rule, *(line(r) for r in rows)])
-
-
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so every `finally` (which kills the subprocesses) still runs."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def stderr(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    p99 = "-" if math.isnan(s.p99_ms) else f"{s.p99_ms:.2f} ms"  # a stream has no per-call latency
+    line = f"server {s.calls_per_s:,.0f} calls/s {s.events_per_s:,.0f} events/s p99 {p99}"
+    if b is None:
+        return line
+    return f"{line} | baseline {b.calls_per_s:,.0f} calls/s p99 {b.p99_ms:.2f} ms | ratio {figures.ratio:.2f}"

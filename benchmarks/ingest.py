@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import scenario
+from benchmarks import at_least, at_most, scenario
+from benchmarks.corpus import CloudEventsCorpus, Corpus
 from benchmarks.harness import (
     BenchContext,
     BenchError,
@@ -93,6 +94,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
     baseline="bare aiohttp handler in its own process that reads the body and answers 202, same event loop",
     config=asdict(LOAD),
     notes=_notes,
+    targets=(at_least("ratio", 0.40, "req/s ratio"), at_most("medians.server.p99_ms", 20.0, "p99 ms")),
 )
 def ingest(context: BenchContext, run: int) -> RunFigures:
     server, checks, loop = measure_eventbus(context, run)
@@ -111,7 +113,10 @@ def corpus_size(context: BenchContext) -> int:
     return math.ceil(LOAD.corpus_rate * seconds / LOAD.processes)
 
 
-def load_commands(context: BenchContext, url: str, secret: str, prefix: str, directory: Path) -> list[list[str]]:
+def load_commands(
+    context: BenchContext, url: str, secret: str, prefix: str, directory: Path, fmt: str = CONNECTOR
+) -> list[list[str]]:
+    """`fmt`: `standardwebhooks` (POST /hooks/{source}) or `cloudevents` (binary mode, POST /events)."""
     per_process, extra = divmod(LOAD.connections, LOAD.processes)
     commands = []
     for index in range(LOAD.processes):
@@ -119,7 +124,7 @@ def load_commands(context: BenchContext, url: str, secret: str, prefix: str, dir
             sys.executable, "-m", "benchmarks.ingest", "load",
             "--url", url, "--secret", secret, "--id-prefix", f"{prefix}p{index}-",
             "--connections", str(per_process + (1 if index < extra else 0)),
-            "--body-bytes", str(LOAD.body_bytes), "--corpus", str(corpus_size(context)),
+            "--body-bytes", str(LOAD.body_bytes), "--corpus", str(corpus_size(context)), "--format", fmt,
             "--out", str(directory / f"load-{index}.json"),
         ]  # fmt: skip
         commands.append(command)
@@ -128,7 +133,7 @@ def load_commands(context: BenchContext, url: str, secret: str, prefix: str, dir
 
 def create_source(database: Path, name: str, secret: str) -> str:
     """The source, created in the store before the server opens it (`eventbus sources` is not a command yet)."""
-    from benchmarks.delivery import in_store
+    from benchmarks.webhooks import in_store
     from eventbus.store.sources import SourceSecret, SourceSpec, source_store_of
 
     async def create(store: Store) -> str:
@@ -141,11 +146,12 @@ def create_source(database: Path, name: str, secret: str) -> str:
 
 def stored_events(database: Path, event_source: str, expected: int) -> dict[str, int]:
     """After the server stopped: the events of the source (paged through the store), and its raw requests."""
-    from benchmarks.delivery import in_store
+    from benchmarks.webhooks import in_store
     from eventbus.store.base import EventQuery
 
     async def count(store: Store) -> dict[str, int]:
-        listed, ids, wrong_type, after = 0, set(), 0, 0
+        listed, wrong_type, after = 0, 0, 0
+        ids: set[str] = set()
         for _ in range(expected // LIST_PAGE + 100):
             page = await store.list_events(EventQuery(after_seq=after, limit=LIST_PAGE, source=event_source))
             if not page:
@@ -332,61 +338,12 @@ class LoadReport:
             self.error_samples.append(text)
 
 
-class Corpus:
-    """Uniquely signed Standard Webhooks requests: `webhook-id` = prefix + counter, timestamp = signing time."""
-
-    def __init__(self, secret: str, prefix: str, body_bytes: int) -> None:
-        from eventbus.signing import sign_v1
-
-        self._sign = sign_v1
-        self.secret = secret
-        self.prefix = prefix
-        self.body_bytes = body_bytes
-        self.made = 0
-        self._ready: list[tuple[dict[str, str], bytes]] = []
-        self._next = 0
-
-    def body(self, number: int) -> bytes:
-        """`{"type": "order.paid", "data": {...}}` padded to exactly `body_bytes`."""
-        head = (
-            f'{{"type":"{EVENT_TYPE}","timestamp":"2026-11-28T12:00:00Z","data":{{"id":"ord_{self.prefix}{number}",'
-            f'"amount":1999,"currency":"EUR","customer":"cus_{number % 977}","padding":"'
-        )
-        tail = '"}}'
-        return (head + "x" * max(0, self.body_bytes - len(head) - len(tail)) + tail).encode()
-
-    def make(self) -> tuple[dict[str, str], bytes]:
-        number = self.made
-        self.made += 1
-        msg_id = f"msg_{self.prefix}{number}"
-        stamp = int(time.time())
-        body = self.body(number)
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(stamp),
-            "webhook-signature": self._sign(self.secret, msg_id, stamp, body),
-        }
-        return headers, body
-
-    def fill(self, count: int) -> None:
-        self._ready = [self.make() for _ in range(count)]
-
-    def take(self, report: LoadReport) -> tuple[dict[str, str], bytes]:
-        if self._next < len(self._ready):
-            item = self._ready[self._next]
-            self._ready[self._next] = ({}, b"")  # release it
-            self._next += 1
-            return item
-        report.signed_late += 1
-        return self.make()
-
-
 async def load_main(args: argparse.Namespace) -> int:
     import aiohttp
 
     report = LoadReport()
-    corpus = Corpus(args.secret, args.id_prefix, args.body_bytes)
+    kind = CloudEventsCorpus if args.format == "cloudevents" else Corpus
+    corpus = kind(args.secret, args.id_prefix, args.body_bytes)
     began = time.perf_counter()
     corpus.fill(args.corpus)
     report.corpus, report.corpus_build_s = args.corpus, round(time.perf_counter() - began, 3)
@@ -456,6 +413,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--connections", type=int, default=16, help="keep-alive connections, one request each")
     load.add_argument("--body-bytes", type=int, default=LOAD.body_bytes)
     load.add_argument("--corpus", type=int, default=10_000, help="requests signed before the run")
+    load.add_argument("--format", choices=[CONNECTOR, "cloudevents"], default=CONNECTOR, help="the request kind")
     load.add_argument("--out", required=True, help="where to write the JSON report (must be last)")
     args = parser.parse_args(argv)
     if not args.url.startswith("http://127.0.0.1:"):

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks import scenario
+from benchmarks import at_least, scenario
 from benchmarks.harness import (
     BenchContext,
     BenchError,
@@ -33,6 +33,8 @@ from benchmarks.harness import (
     wait_for_log_event,
 )
 from benchmarks.stores import Server, Store, serve_command, start_servers, stop_servers, store_choice
+from benchmarks.webhooks import Receiver, create_endpoints
+from eventbus.signing import generate_secret
 from eventbus.v1 import eventbus_pb2 as pb
 
 LIST_PAGE = 1000  # the largest page ListEvents serves
@@ -46,6 +48,7 @@ class PublishLoad:
     concurrency: int  # calls in flight per process
     events_per_call: int
     data_bytes: int  # JSON data per event
+    subscriptions: int = 0  # webhook endpoints (patterns `**`) on a receiver that accepts: fan-out rows per event
 
 
 def durable_store() -> str:
@@ -61,6 +64,7 @@ def durable_store() -> str:
 
 UNARY = PublishLoad(processes=2, concurrency=32, events_per_call=1, data_bytes=1024)
 BATCH = PublishLoad(processes=2, concurrency=8, events_per_call=100, data_bytes=1024)
+BATCH_1SUB = PublishLoad(processes=2, concurrency=8, events_per_call=100, data_bytes=1024, subscriptions=1)
 
 
 @scenario(
@@ -70,6 +74,7 @@ BATCH = PublishLoad(processes=2, concurrency=8, events_per_call=100, data_bytes=
     baseline="bare grpc.aio server, same PublishRequest parsed, empty PublishResponse, nothing else",
     config=asdict(UNARY),
     stores=True,
+    targets=(at_least("ratio", 0.60, "calls/s ratio"),),
 )
 def publish_unary(context: BenchContext, run: int) -> RunFigures:
     return run_publish("publish-unary", UNARY, context, run)
@@ -82,9 +87,24 @@ def publish_unary(context: BenchContext, run: int) -> RunFigures:
     baseline="bare grpc.aio server, same 100-event PublishRequest parsed, empty PublishResponse",
     config=asdict(BATCH),
     stores=True,
+    targets=(at_least("medians.server.events_per_s", 50_000, "events/s (0 subscriptions)"),),
 )
 def publish_batch(context: BenchContext, run: int) -> RunFigures:
     return run_publish("publish-batch", BATCH, context, run)
+
+
+@scenario(
+    "publish-batch-1sub",
+    summary="publish-batch with one webhook subscription (patterns **) to a bare aiohttp receiver that accepts: "
+    "each event also writes its delivery row, and the dispatcher delivers meanwhile",
+    baseline=None,
+    config=asdict(BATCH_1SUB),
+    stores=True,
+    targets=(at_least("medians.server.events_per_s", 25_000, "events/s (1 subscription)"),),
+)
+def publish_batch_1sub(context: BenchContext, run: int) -> RunFigures:
+    server, checks = measure_eventbus("publish-batch-1sub", BATCH_1SUB, context, run)
+    return RunFigures(server=server, baseline=None, checks=checks)
 
 
 def run_publish(name: str, load: PublishLoad, context: BenchContext, run: int) -> RunFigures:
@@ -98,8 +118,16 @@ def measure_eventbus(name: str, load: PublishLoad, context: BenchContext, run: i
     store = Store.fresh(directory)
     checks: dict[str, Any] = {"serve_extra_args": os.environ.get("BENCH_SERVE_ARGS", ""), "store": store.choice.label}
     servers: list[Server] = []
+    receiver: Receiver | None = None
     try:
-        servers = start_servers(context, directory, store)
+        if load.subscriptions:
+            secret = generate_secret()
+            receiver = Receiver(context, directory, secret)
+            urls = [f"{receiver.url}/{n}" for n in range(load.subscriptions)]
+            checks["subscriptions"] = len(create_endpoints(store.url, urls, secret))
+            servers = start_servers(context, directory, store, "--allow-destination", "127.0.0.1/32")
+        else:
+            servers = start_servers(context, directory, store)
         log_path = servers[0].log_path
         targets = ",".join(server.grpc for server in servers)  # the load's tasks take turns over the processes
         starting = next((r for r in read_json_log(log_path) if r.get("event") == "server_starting"), {})
@@ -148,6 +176,9 @@ def measure_eventbus(name: str, load: PublishLoad, context: BenchContext, run: i
         ) from None
     finally:
         codes = stop_servers(context, servers)
+        if receiver is not None:
+            checks["deliveries_received"] = receiver.count() if receiver.process.poll() is None else None
+            receiver.stop()
         exit_code = next((code for code in codes if code != 0), 0)
         checks["server_exit_code"] = exit_code
         if len(codes) > 1:

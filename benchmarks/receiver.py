@@ -1,9 +1,12 @@
 """`python -m benchmarks.receiver`: the bare webhook receiver of the `delivery` scenario.
 
-An aiohttp server answering every `POST /hook` with an empty 200 at once. For each request it records the
+An aiohttp server answering every `POST /hook` (and `POST /hook/{endpoint}`, for several endpoints on one
+receiver) with an empty 200 at once. For each request it records the
 arrival time and the `published_at` the sender embedded in the event's data (body `{"data": {...}}`, the
 `standard` payload format), checks the Standard Webhooks `v1` signature when `--secret` is given, and counts
-repeated `webhook-id`s. It prints `{"event": "receiver_ready", "port": PORT}` on stdout, then answers commands
+repeated `webhook-id`s per path (one event goes to each endpoint under the same id). With `--fd N` it
+listens on the bound socket it inherited (the `backlog` scenario binds the port while "the receiver is down").
+It prints `{"event": "receiver_ready", "port": PORT}` on stdout, then answers commands
 read from stdin, one per line:
 
 - `count`: prints `{"received": N}`;
@@ -22,6 +25,7 @@ import hashlib
 import hmac
 import json
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,9 +75,10 @@ def make_app(records: Records) -> web.Application:
             if "v1," + base64.b64encode(digest).decode() not in signatures.split():
                 records.bad_signatures += 1
         if msg_id is not None:
-            if msg_id in records.ids:
+            key = f"{request.path} {msg_id}"
+            if key in records.ids:
                 records.duplicates += 1
-            records.ids.add(msg_id)
+            records.ids.add(key)
         try:
             published = float(json.loads(body)["data"]["published_at"])
         except (ValueError, KeyError, TypeError):
@@ -84,6 +89,7 @@ def make_app(records: Records) -> web.Application:
 
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/hook", hook)
+    app.router.add_post("/hook/{endpoint}", hook)
     return app
 
 
@@ -108,12 +114,16 @@ async def commands(records: Records, stop: asyncio.Event) -> None:
         print(json.dumps(answer), flush=True)
 
 
-async def serve(listen: str, secret: str | None) -> int:
+async def serve(listen: str, secret: str | None, fd: int | None) -> int:
     records = Records(key=secret_key(secret) if secret else None)
     runner = web.AppRunner(make_app(records), access_log=None, handle_signals=False)
     await runner.setup()
-    host, _, port = listen.rpartition(":")
-    site = web.TCPSite(runner, host, int(port), backlog=1024)
+    site: web.BaseSite
+    if fd is not None:
+        site = web.SockSite(runner, socket.socket(fileno=fd), backlog=1024)
+    else:
+        host, _, port = listen.rpartition(":")
+        site = web.TCPSite(runner, host, int(port), backlog=1024)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,10 +141,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.receiver", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT, port 0 picks one")
     parser.add_argument("--secret", help="the endpoint's whsec_ secret: check every v1 signature")
+    parser.add_argument("--fd", type=int, help="listen on this inherited, bound socket instead of --listen")
     args = parser.parse_args()
     if not args.listen.startswith("127.0.0.1:"):
         parser.error("--listen must be on 127.0.0.1: this machine is shared")
-    return asyncio.run(serve(args.listen, args.secret))
+    return asyncio.run(serve(args.listen, args.secret, args.fd))
 
 
 if __name__ == "__main__":

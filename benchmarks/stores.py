@@ -143,16 +143,19 @@ def serve_command(store_url: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def start_servers(context: BenchContext, directory: Path, store: Store, *extra: str) -> list[Server]:
+def start_servers(
+    context: BenchContext, directory: Path, store: Store, *extra: str, extra_env: dict[str, str] | None = None
+) -> list[Server]:
     """The store's `eventbus serve` processes, each ready (its `server_ready` line) and pinned to the server core.
-    The first migrates the store before the others start. `context.processes` kills them on any failure."""
+    The first migrates the store before the others start. `context.processes` kills them on any failure.
+    `extra_env`: variables added to their environment (`EVENTBUS_RETENTION`)."""
     count = store.choice.processes
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
     servers: list[Server] = []
     for index in range(count):
         log_path = directory / ("server.log" if index == 0 else f"server-{index}.log")
         process = context.processes.start(
-            serve_command(store.url, *extra), role="server", log_path=log_path, cwd=directory
+            serve_command(store.url, *extra), role="server", log_path=log_path, cwd=directory, extra_env=extra_env
         )
         started.append((process, log_path))
         if index == 0:  # the others start on a migrated store, together
