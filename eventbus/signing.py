@@ -209,6 +209,11 @@ def verify_signature_header(
             signature = _b64decode(encoded)
         except (binascii.Error, ValueError):
             continue
+        if _b64encode(signature).rstrip("=") != encoded.rstrip("="):
+            # Non-zero unused bits in the last character decode to the same bytes: one signature, many spellings.
+            # Refuse them as the reference verifiers do (they compare the canonical text), so no altered header
+            # verifies.
+            continue
         if version == "v1":
             if any(hmac.compare_digest(digest, signature) for digest in expected_v1):
                 return True

@@ -148,6 +148,8 @@ def _decode(value: str, settings: Settings) -> bytes | None:
         raw = bytes.fromhex(encoded) if settings.encoding == "hex" else base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return None
+    if settings.encoding != "hex" and base64.b64encode(raw).decode() != encoded:
+        return None  # other unused bits in the last character: the same bytes under another spelling
     return raw if len(raw) == _DIGEST_SIZES[settings.algorithm] else None
 
 

@@ -92,7 +92,8 @@ def _verify(request: InboundRequest, secrets: tuple[str, ...]) -> Refused | None
         given = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return Refused.unauthorized(f"{HMAC_HEADER} must be standard base64", field=HMAC_HEADER)
-    if len(given) != 32:
+    # A canonical spelling only: other unused bits in the last character decode to the same 32 bytes.
+    if len(given) != 32 or base64.b64encode(given).decode() != value:
         return Refused.unauthorized(f"{HMAC_HEADER} must be a base64 HMAC-SHA256 (32 bytes)", field=HMAC_HEADER)
     # Every active secret: two during a rotation, as Shopify may take an hour to switch to a new client secret.
     if not signed_by_any(secrets, request.body, [given]):
