@@ -32,6 +32,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.DiskFullError,
     asyncpg.InsufficientResourcesError,
+    # A connection lost mid-operation (the server crashed) can leave asyncpg's protocol in a state where the pool's
+    # reset on release fails with "cannot switch to state ..., another operation is in progress" (crash harness).
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
 )
