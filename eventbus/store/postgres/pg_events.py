@@ -220,17 +220,19 @@ class EventOperations(PgAccess):
         cutoff = to_micros(older_than)
         async with self._tx() as conn:
             # The outer conditions repeat the inner ones: a row changed meanwhile (a resend revives a finished
-            # delivery) is checked again in its new version, and kept.
+            # delivery) is checked again in its new version, and kept. `= ANY(ARRAY(...))` keeps the plan a limited
+            # subquery plus key lookups: with `IN (...)` the planner hash-joined every prunable row, O(backlog) a
+            # batch (measured: 150,000 rows read to delete 5,000).
             status = await conn.execute(
-                "DELETE FROM attempts WHERE attempt_id IN (SELECT attempt_id FROM attempts WHERE started_at < $1 "
-                "LIMIT $2) AND started_at < $1",
+                "DELETE FROM attempts WHERE attempt_id = ANY(ARRAY(SELECT attempt_id FROM attempts "
+                "WHERE started_at < $1 LIMIT $2)) AND started_at < $1",
                 cutoff,
                 limit,
             )
             removed = affected_rows(status)
             status = await conn.execute(
-                "DELETE FROM deliveries WHERE delivery_id IN (SELECT delivery_id FROM deliveries "
-                "WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2) "
+                "DELETE FROM deliveries WHERE delivery_id = ANY(ARRAY(SELECT delivery_id FROM deliveries "
+                "WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2)) "
                 "AND finished_at IS NOT NULL AND finished_at < $1",
                 cutoff,
                 limit,
