@@ -22,10 +22,17 @@ from eventbus.v1 import cloudevent_pb2 as ce_pb
 _OPTIONAL_STRINGS = ("subject", "datacontenttype", "dataschema")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
+    # Integer arithmetic instead of `Timestamp.FromDatetime` (a time tuple per call): ≈ 5× cheaper, and every
+    # streamed delivery converts several timestamps (profile of the `subscribe` benchmark).
+    if moment.tzinfo is None:
+        moment = moment.astimezone(UTC)  # naive: local time, as `astimezone` has always read it here
+    seconds, micros = divmod((moment - _EPOCH) // _MICROSECOND, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
