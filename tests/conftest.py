@@ -79,12 +79,15 @@ async def _drop_schemas(schemas: list[str]) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _drop_test_schemas() -> Iterator[None]:
-    """Every PostgreSQL schema the session's tests made is dropped at its end."""
+    """The PostgreSQL schemas a test made are dropped when it ends (one at a time, so no single teardown carries
+    the whole session's drops under the per-test timeout, and the catalogue stays small)."""
     yield
     if _pg_schemas:
-        _in_own_loop(lambda: _drop_schemas(sorted(set(_pg_schemas.values()))))
+        made = sorted(set(_pg_schemas.values()))
+        _pg_schemas.clear()
+        _in_own_loop(lambda: _drop_schemas(made))
 
 
 def store_url(tmp_path: Path) -> str:
