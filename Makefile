@@ -7,9 +7,11 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 PROTOS := $(wildcard proto/eventbus/v1/*.proto)
 ARGS ?=
+# The suites `make test` runs a second time on PostgreSQL (a fresh schema per test).
+PG_TESTS := tests/store tests/grpc tests/http tests/delivery tests/hooks tests/rest tests/metrics tests/config tests/observability tests/chaos
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-postgres lint proto proto-check pytest bench clean
+.PHONY: help run test test-postgres lint proto proto-check pytest bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,11 +42,11 @@ lint: $(STAMP_DEV) ## ruff, and mypy --strict on eventbus/ and the bundled plugi
 
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest $(ARGS)
-	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest tests/store tests/grpc tests/http tests/delivery tests/hooks tests/rest $(ARGS)
+	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest $(PG_TESTS) $(ARGS)
 
 # Each test gets a fresh schema in the `test` database of the local server (127.0.0.1:5432); they skip when it is down.
-test-postgres: $(STAMP_DEV) ## The store contract, gRPC, HTTP, delivery and connector suites on the local PostgreSQL
-	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest tests/store tests/grpc tests/http tests/delivery tests/hooks $(ARGS)
+test-postgres: $(STAMP_DEV) ## The PostgreSQL half of make test (PG_TESTS) on the local server
+	EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest $(PG_TESTS) $(ARGS)
 
 proto: $(STAMP_DEV) ## Regenerate eventbus/v1/ from proto/
 	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
@@ -63,6 +65,12 @@ proto-check: $(STAMP_DEV) ## Fail when the committed eventbus/v1/ differs from w
 
 bench: $(STAMP_DEV) ## Run the benchmarks (BENCH_SCALE=0.2 for a quick pass); results in benchmarks/results/
 	$(PY) -m benchmarks $(ARGS)
+
+# The crash harness (tests/chaos/) on SQLite, then on a throwaway PostgreSQL cluster it also crashes; then the fuzz tests.
+chaos: $(STAMP_DEV) ## Long crash run: 200 SIGKILLs per backend (CHAOS_KILLS, CHAOS_SECONDS, CHAOS_SEED), long fuzzing
+	CHAOS_LONG=1 $(BIN)/pytest -s tests/chaos/test_crash_long.py $(ARGS)
+	CHAOS_LONG=1 EVENTBUS_TEST_STORE=postgresql $(BIN)/pytest -s tests/chaos/test_crash_long.py $(ARGS)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/fuzz --timeout=1800 $(ARGS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .proto-check .pytest_cache .mypy_cache .ruff_cache

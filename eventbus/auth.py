@@ -65,6 +65,15 @@ class KeyRing:
             return cls()
         return cls([ApiKey(key_id_of(secret), hash_key(secret), frozenset(Scope))])
 
+    def configure(self, api_key: str | None, keys: Iterable[ApiKey] = ()) -> None:
+        """Replace the configured keys (`--api-key` and the config file's `security.api_keys`), at start-up and on
+        a reload; the stored keys stay as they are."""
+        self._keys = [*KeyRing.single(api_key)._keys, *keys]
+
+    @property
+    def has_stored(self) -> bool:
+        return bool(self._stored)
+
     @property
     def open(self) -> bool:
         return not self._keys and not self._stored

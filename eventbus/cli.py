@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from eventbus import __version__
+from eventbus.commands.config_command import add_config_parser
 from eventbus.commands.events_commands import add_events_command
 from eventbus.commands.keys_commands import add_keys_command
 from eventbus.commands.plugins_command import add_plugins_parser
@@ -31,6 +32,33 @@ def _client_options() -> argparse.ArgumentParser:
     )
     parent.add_argument("--api-key", default=os.environ.get("EVENTBUS_API_KEY"), help="API key (env EVENTBUS_API_KEY)")
     parent.add_argument("--json", action="store_true", help="one JSON object per line (the default when piped)")
+    # TLS (docs/tls.md): any of these turns it on; the client certificate's env names differ from the server's
+    # EVENTBUS_TLS_CERT/KEY so one shell can hold both.
+    tls = parent.add_argument_group("TLS")
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        default=os.environ.get("EVENTBUS_TLS", "").strip().lower() in ("1", "true", "yes", "on"),
+        help="connect with TLS, trusting the public roots (env EVENTBUS_TLS; implied by the flags below)",
+    )
+    tls.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        default=os.environ.get("EVENTBUS_TLS_CA"),
+        help="CA of the server (env EVENTBUS_TLS_CA)",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=os.environ.get("EVENTBUS_TLS_CLIENT_CERT"),
+        help="client certificate for mutual TLS (env EVENTBUS_TLS_CLIENT_CERT)",
+    )
+    tls.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=os.environ.get("EVENTBUS_TLS_CLIENT_KEY"),
+        help="key of --tls-cert (env EVENTBUS_TLS_CLIENT_KEY)",
+    )
     return parent
 
 
@@ -60,7 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--hooks-body-limit",
         help="bytes of one POST /hooks/{source} body (env EVENTBUS_HOOKS_BODY_LIMIT; 1048576)",
     )
-    serve.add_argument("--config", metavar="FILE", help="TOML settings file (env EVENTBUS_CONFIG)")
+    serve.add_argument("--config", metavar="FILE", help="TOML settings file (env EVENTBUS_CONFIG; docs/config.md)")
+    serve.add_argument("--retention", metavar="7d", help="keep events this long (env EVENTBUS_RETENTION; 7d)")
+    serve.add_argument(
+        "--retry-schedule",
+        metavar="5s,5m,30m",
+        help="default retry delays of new subscriptions (env EVENTBUS_RETRY_SCHEDULE; 5s,5m,30m,2h,5h,10h,10h)",
+    )
+    serve.add_argument(
+        "--max-pending-age", metavar="3d", help="default of new subscriptions (env EVENTBUS_MAX_PENDING_AGE; 3d)"
+    )
+    serve.add_argument(
+        "--max-in-flight", metavar="N", help="outbound sends at once in this process (env EVENTBUS_MAX_IN_FLIGHT; 1024)"
+    )
     serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain for gRPC and HTTP (env EVENTBUS_TLS_CERT)")
     serve.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (env EVENTBUS_TLS_KEY)")
     serve.add_argument(
@@ -110,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sources_command(commands, client)
     add_keys_command(commands, client)
     add_plugins_parser(commands)
+    add_config_parser(commands)
     return parser
 
 
@@ -245,6 +286,7 @@ def _command(args: argparse.Namespace) -> Command:
     from eventbus.commands import (
         admin_commands,
         client_commands,
+        config_command,
         events_commands,
         keys_commands,
         plugins_command,
@@ -269,6 +311,7 @@ def _command(args: argparse.Namespace) -> Command:
         "sources": sources_commands.sources,
         "keys": keys_commands.keys,
         "plugins": plugins_command.plugins,
+        "config": config_command.config,
     }[args.command]
 
 

@@ -46,6 +46,7 @@ from eventbus.grpc.convert import (
 from eventbus.grpc.errors import error_from_rpc
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.subscription import Delivery, Subscription
+from eventbus.tls import ClientTls
 from eventbus.v1 import admin_pb2, admin_pb2_grpc, eventbus_pb2, eventbus_pb2_grpc
 
 log = structlog.get_logger("eventbus.client")
@@ -109,8 +110,12 @@ class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls, TypeCalls):
         api_key: str | None = None,
         timeout: float = 30.0,
         publish_retries: int = 5,
+        tls: ClientTls | None = None,
     ) -> None:
         self.address = address
+        # None: plaintext, as a server without --tls-cert speaks; `ClientTls.from_files(ca=..., cert=..., key=...)`
+        # for one with TLS or mutual TLS (docs/tls.md).
+        self.tls = tls
         self.timeout = timeout
         self.publish_retries = publish_retries
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -129,15 +134,16 @@ class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls, TypeCalls):
 
     def connect(self) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.address,
-                options=[
-                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                    ("grpc.max_send_message_length", _MAX_MESSAGE),
-                    ("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 2000),
-                ],
-            )
+            options = [
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
+            if self.tls is None:
+                self._channel = grpc.aio.insecure_channel(self.address, options=options)
+            else:
+                self._channel = grpc.aio.secure_channel(self.address, self.tls.channel_credentials(), options=options)
             self._bus = eventbus_pb2_grpc.EventBusStub(self._channel)
             self._admin = admin_pb2_grpc.AdminStub(self._channel)
 
@@ -281,6 +287,7 @@ class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls, TypeCalls):
 
 __all__ = [
     "AttemptStatus",
+    "ClientTls",
     "Delivery",
     "DeliveryCounts",
     "DeliveryExplanation",

@@ -1,46 +1,26 @@
-"""Server settings from flags and environment variables (flags win), validated before anything starts."""
+"""Server settings: flags over `EVENTBUS_*` variables over the config file over defaults, validated up front.
+
+The one place precedence is decided (`settings_from`); what each setting is called in each layer is the table in
+`eventbus.configuration.values`, documented in docs/config.md.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from eventbus.auth import ApiKey
+from eventbus.configuration.file import ConfigFile, Declarations, load_config_file
+from eventbus.configuration.values import SETTINGS, IPNetwork, ListenAddress, parse_networks
 from eventbus.errors import InvalidArgumentError
 from eventbus.store import DEFAULT_STORE_URL
+from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE
 
+__all__ = ["IPNetwork", "ListenAddress", "ServerSettings", "parse_networks", "settings_from", "settings_reader"]
 DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str, field: str) -> ListenAddress:
-        """`HOST:PORT` or `[IPv6]:PORT`; port 0 picks a free one."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise InvalidArgumentError.for_field(field, f"{text!r}: expected HOST:PORT (e.g. 127.0.0.1:8080)")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        return cls(host, int(port))
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,95 +41,88 @@ class ServerSettings:
     insecure: bool = False  # allow listening beyond loopback without TLS (keys are still required)
     metrics_public: bool = False  # `/metrics` without the `admin` scope
     metrics_subscription_labels: int = 100  # subscriptions labelled by id in `/metrics`; the rest as `other`
+    retention: timedelta = timedelta(days=7)  # events, deliveries and attempts older than this are pruned
+    retry_schedule: tuple[timedelta, ...] = DEFAULT_RETRY_SCHEDULE  # for subscriptions created without one
+    max_pending_age: timedelta = DEFAULT_MAX_PENDING_AGE  # likewise
+    max_in_flight: int = 1024  # outbound sends at once in this process, every subscription together
+    config_keys: tuple[ApiKey, ...] = ()  # the file's `security.api_keys` (hashes only)
+    declarations: Declarations = field(default_factory=Declarations)  # the file's sources and subscriptions
+    # Slow HTTP clients (docs/operations.md): seconds from a request's first byte to the end of its headers; the
+    # longest silence inside a body; open connections beyond which new ones get a 503; idle keep-alive seconds.
+    http_header_timeout: float = 10.0
+    http_body_idle_timeout: float = 30.0
+    http_max_connections: int = 1024
+    http_keepalive_timeout: float = 75.0
+    upkeep_every: float = 30.0  # seconds between upkeep rounds (retention, group expiry, space reclaimed)
 
     def check_exposure(self, *, stored_keys: bool = False) -> None:
-        """With no API key the server is open, so it may only listen on loopback.
+        """Beyond loopback the server needs an API key, and TLS unless `--insecure` (keys would travel in clear).
 
-        A key is `--api-key` or a stored key (`eventbus keys create`): the runtime makes this check once it has
-        loaded the stored keys, before it listens (the settings alone cannot know them).
+        A key is `--api-key`, one of the config file's keys, or a stored key (`eventbus keys create`): the runtime
+        makes this check once it has loaded the stored keys, before it listens (the settings alone cannot know them).
         """
-        if self.api_key or stored_keys:
-            return
+        keyed = bool(self.api_key or self.config_keys or stored_keys)
         for name, address in (("grpc-listen", self.grpc_listen), ("http-listen", self.http_listen)):
-            if not address.is_loopback:
+            if address.is_loopback:
+                continue
+            if not keyed:
                 raise InvalidArgumentError.for_field(
                     name,
                     f"{address} is not loopback and no API key exists (--api-key, or `eventbus keys create` "
                     "on a loopback server): refusing to serve an open bus",
                 )
-
-
-def parse_networks(values: list[str], field: str) -> tuple[IPNetwork, ...]:
-    networks = []
-    for value in values:
-        for item in (v.strip() for v in value.split(",")):
-            if not item:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError as exc:
-                raise InvalidArgumentError.for_field(field, f"{item!r} is not a CIDR: {exc}") from exc
-    return tuple(networks)
+            if not self.tls_cert and not self.insecure:
+                raise InvalidArgumentError.for_field(
+                    name,
+                    f"{address} is not loopback and TLS is off: give --tls-cert and --tls-key, or --insecure to "
+                    "serve plain text (API keys would cross the network in clear)",
+                )
 
 
 def settings_from(flags: Mapping[str, object], env: Mapping[str, str] | None = None) -> ServerSettings:
-    """Merge flags (None = not given) over `EVENTBUS_*` variables over defaults. Exposure is checked at start-up,
-    once the stored keys are known (`EventBusServer.start`)."""
+    """Merge flags (None = not given) over `EVENTBUS_*` variables over the config file over defaults.
+
+    A bad value raises `InvalidArgumentError` naming it (a flag without its dashes, or the file key's path); a bad
+    file raises `ConfigFileError` listing every problem. Exposure is checked at start-up, once the stored keys are
+    known (`EventBusServer.start`).
+    """
     env = os.environ if env is None else env
-
-    def pick(flag: str, variable: str, default: str | None) -> str | None:
-        value = flags.get(flag)
-        if value is not None:
-            return str(value)
-        return env.get(variable) or default
-
-    log_level = (pick("log_level", "EVENTBUS_LOG_LEVEL", "info") or "info").lower()
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise InvalidArgumentError.for_field("log-level", f"{log_level!r}: use debug, info, warning or error")
-    log_format = pick("log_format", "EVENTBUS_LOG_FORMAT", None)
-    if log_format not in (None, "console", "json"):
-        raise InvalidArgumentError.for_field("log-format", f"{log_format!r}: use console or json")
-    allow_flags = flags.get("allow_destination") or []
-    assert isinstance(allow_flags, list)
-    allow = allow_flags or ([env["EVENTBUS_ALLOW_DESTINATIONS"]] if env.get("EVENTBUS_ALLOW_DESTINATIONS") else [])
-    grace_text = pick("shutdown_grace", "EVENTBUS_SHUTDOWN_GRACE", "10") or "10"
-    try:
-        grace = float(grace_text)
-    except ValueError as exc:
-        raise InvalidArgumentError.for_field("shutdown-grace", f"{grace_text!r} is not a number of seconds") from exc
-    tls = {name: pick(name, f"EVENTBUS_{name.upper()}", None) for name in ("tls_cert", "tls_key", "tls_client_ca")}
-    if bool(tls["tls_cert"]) != bool(tls["tls_key"]):
-        raise InvalidArgumentError.for_field("tls-cert", "--tls-cert and --tls-key go together")
-    if tls["tls_client_ca"] and not tls["tls_cert"]:
-        raise InvalidArgumentError.for_field("tls-client-ca", "mutual TLS needs --tls-cert and --tls-key too")
-    limit_text = pick("hooks_body_limit", "EVENTBUS_HOOKS_BODY_LIMIT", "1048576") or "1048576"
-    if not limit_text.isdigit() or not 1024 <= int(limit_text) <= 16 * 1024 * 1024:
-        raise InvalidArgumentError.for_field("hooks-body-limit", f"{limit_text!r}: bytes, from 1024 to 16777216")
-    return ServerSettings(
-        store_url=pick("store", "EVENTBUS_STORE", DEFAULT_STORE_URL) or DEFAULT_STORE_URL,
-        grpc_listen=ListenAddress.parse(
-            pick("grpc_listen", "EVENTBUS_GRPC_LISTEN", DEFAULT_GRPC_LISTEN) or "", "grpc-listen"
-        ),
-        http_listen=ListenAddress.parse(
-            pick("http_listen", "EVENTBUS_HTTP_LISTEN", DEFAULT_HTTP_LISTEN) or "", "http-listen"
-        ),
-        api_key=pick("api_key", "EVENTBUS_API_KEY", None),
-        allow_destinations=parse_networks([str(a) for a in allow], "allow-destination"),
-        log_format=log_format,
-        log_level=log_level,
-        shutdown_grace=grace,
-        hooks_body_limit=int(limit_text),
-        config_file=pick("config", "EVENTBUS_CONFIG", None),
-        tls_cert=tls["tls_cert"],
-        tls_key=tls["tls_key"],
-        tls_client_ca=tls["tls_client_ca"],
-        insecure=_flag(flags, env, "insecure", "EVENTBUS_INSECURE"),
-        metrics_public=_flag(flags, env, "metrics_public", "EVENTBUS_METRICS_PUBLIC"),
+    config_path = _text(flags.get("config")) or env.get("EVENTBUS_CONFIG") or None
+    loaded = load_config_file(config_path, env) if config_path else ConfigFile("", {})
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        raw = _given(flags.get(setting.dest)) if setting.dest else None
+        if raw is None and setting.env:
+            raw = env.get(setting.env) or None
+        if raw is not None:
+            values[setting.name] = setting.parse(raw, setting.label)
+        elif setting.name in loaded.values:
+            values[setting.name] = loaded.values[setting.name]
+    settings = ServerSettings(
+        **values,  # type: ignore[arg-type]
+        api_key=_text(flags.get("api_key")) or env.get("EVENTBUS_API_KEY") or None,
+        config_file=config_path,
+        config_keys=loaded.api_keys,
+        declarations=loaded.declarations,
     )
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise InvalidArgumentError.for_field("tls-cert", "--tls-cert and --tls-key go together")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise InvalidArgumentError.for_field("tls-client-ca", "mutual TLS needs --tls-cert and --tls-key too")
+    return settings
 
 
-def _flag(flags: Mapping[str, object], env: Mapping[str, str], flag: str, variable: str) -> bool:
-    """A boolean switch: the flag when given, else the variable (1/true/yes/on), else off."""
-    if flags.get(flag):
-        return True
-    return env.get(variable, "").strip().lower() in ("1", "true", "yes", "on")
+def settings_reader(flags: Mapping[str, object], env: Mapping[str, str] | None = None) -> Callable[[], ServerSettings]:
+    """What a reload (SIGHUP) reads again: the same flags and environment over the file as it is now."""
+    return lambda: settings_from(flags, env)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _given(value: object) -> object | None:
+    """A flag's value, None when not given (argparse's None, an empty repeatable list, a switch left off)."""
+    if value is None or value is False or value == []:
+        return None
+    return value

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from eventbus import tracing
 from eventbus.bus.health import system_events
 from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
 from eventbus.bus.ratelimit import SendLimits, TokenBucket
@@ -120,15 +121,16 @@ class Dispatcher:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="eventbus-dispatcher")
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop leasing, give in-flight sends a grace period, then cancel them (their leases are released)."""
+    async def stop(self, grace: float | None = None, *, hurry: asyncio.Event | None = None) -> None:
+        """Stop leasing, give in-flight sends a grace period (cut short by `hurry`), then cancel them (recorded
+        as interrupted attempts, due again at once)."""
         grace = self.settings.stop_grace if grace is None else grace
         tasks = [t for t in (self._task, *self._pumps.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._sends:
-            await asyncio.wait(list(self._sends), timeout=grace)
+            await first_of(asyncio.wait(list(self._sends), timeout=grace), *([hurry.wait()] if hurry else []))
         for task in list(self._sends):
             task.cancel()
         await asyncio.gather(*self._sends, return_exceptions=True)
@@ -430,7 +432,8 @@ class Dispatcher:
         started_at = clock.now()
         started = time.monotonic()
         try:
-            result = await self._at(kind.send(subscription, delivery, now=started_at))
+            # The delivery's ids bound for what the kind logs, and its client span when tracing is on.
+            result = await self._at(tracing.send_delivery(kind, subscription, delivery, now=started_at))
         except asyncio.CancelledError:
             # Shutting down mid-request: the receiver may have it, so it counts, and is logged, as an attempt;
             # the delivery is due again at once (from the next process to serve it).
@@ -475,19 +478,8 @@ class Dispatcher:
         except Exception as exc:  # the lease runs out and the delivery is sent again: at least once
             log.error("delivery_record_failed", delivery_id=delivery.delivery_id, error=str(exc))
             return
-        log.info(
-            "delivery_attempted",
-            subscription_id=subscription.id,
-            delivery_id=delivery.delivery_id,
-            event_id=delivery.event.event_id,
-            attempt=delivery.attempt,
-            status=result.status_code,
-            error_class=result.error_class,
-            outcome=attempt.settle.outcome.value if applied else "lease_lost",
-            retry_at=attempt.settle.retry_at.isoformat() if attempt.settle.retry_at else None,
-            duration_ms=round(duration.total_seconds() * 1000, 1),
-            probe=delivery.probe or None,
-        )
+        tracing.log_attempt(subscription, delivery, result, attempt, applied=applied, duration=duration)
+        self.bus.metrics.attempted(subscription, attempt.settle.outcome if applied else "lease_lost", duration)
 
     async def _release(self, *deliveries: LeasedDelivery, unsent: bool = False) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,11 +22,13 @@ from eventbus.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
 )
+from eventbus.metrics.registry import Metrics
 from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
 from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE, EventQuery, Store
 from eventbus.store.idempotency import IDEMPOTENCY_KEEP_FOR, IdempotencyStore
 from eventbus.store.sources import SourceStore
+from eventbus.store.space import SpaceReclaimer
 from eventbus.store.types import EventTypeStore
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ class BusSettings:
     janitor_every: float = 30.0  # seconds of real time between upkeep rounds
     backfill_chunk: int = 1000
     prune_chunk: int = 5000
+    reclaim_pages: int = 65536  # most free pages (4 KiB each) an upkeep round gives back to the file system
     lease_batch: int = 256  # most deliveries leased (and sent on the wire) at once
     poll_every: timedelta = field(default=timedelta(seconds=1))  # wake-ups are hints; this is the safety net
 
@@ -65,12 +69,22 @@ class BusSettings:
 class Bus:
     """Publish and read events; owns the background tasks (backfills, expiry, retention)."""
 
-    def __init__(self, store: Store, *, clock: Clock | None = None, settings: BusSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        settings: BusSettings | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.settings = settings or BusSettings()
         # Compiled JSON Schemas of event types, checked on every publish but the bus's own (system events).
         self.schemas = SchemaCache(store if isinstance(store, EventTypeStore) else None)
+        # This server's Prometheus registry (eventbus/http/metrics.py serves it), its label caps set before the
+        # dispatcher labels anything.
+        self.metrics = metrics or Metrics()
         self.sessions: set[GroupSession] = set()  # open streams of this process
         self.active_streams: dict[str, int] = {}  # subscription id → streams of this process joined to it
         self._backfill_kick = asyncio.Event()
@@ -110,6 +124,7 @@ class Bus:
         """
         if not events:
             raise InvalidArgumentError.for_field("events", "at least one event is required")
+        started = time.perf_counter()
         if not internal:
             for index, event in enumerate(events):
                 if event.source.startswith(RESERVED_SOURCES) or event.source == SYSTEM_SOURCE_ROOT:
@@ -130,6 +145,7 @@ class Bus:
         outcomes = await self.store.append(
             events, now=self.clock.now(), not_before=not_before, dedup_window=self.settings.dedup_window
         )
+        self.metrics.published(events, [o.duplicate for o in outcomes], time.perf_counter() - started)
         return [
             PublishResult(id=e.id, source=e.source, event_id=o.event_id, seq=o.seq, duplicate=o.duplicate)
             for e, o in zip(events, outcomes, strict=True)
@@ -260,6 +276,8 @@ class Bus:
             chunk = self.settings.prune_chunk
             while await self.store.prune_idempotency_keys(older_than=answered_before, limit=chunk) > 0:
                 await asyncio.sleep(0)
+        if isinstance(self.store, SpaceReclaimer):  # SQLite: what was pruned goes back to the file system
+            await self.store.reclaim_space(max_pages=self.settings.reclaim_pages)
 
     async def _run_janitor(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from eventbus.errors import ConcurrentUpdateError, InvalidArgumentError, NotFoun
 from eventbus.ids import is_id
 from eventbus.plugin.registry import ConnectorRegistry
 from eventbus.signing import generate_secret
+from eventbus.store.managed import refuse_if_managed
 from eventbus.store.sources import Source, SourceSecret, SourceSpec, SourceStore
 
 log = structlog.get_logger("eventbus.sources")
@@ -124,7 +125,9 @@ class Sources:
             raise NotFoundError(f"source {ref!r} does not exist")
         return found
 
-    async def create(self, spec: SourceInput) -> SourceInfo:
+    def prepare(self, spec: SourceInput) -> SourceSpec:
+        """Every check `create` makes, storing nothing: the config file validates a replacement before the source
+        it replaces goes. A source given no secret gets a generated one."""
         if not _NAME.match(spec.name):
             raise InvalidArgumentError.for_field(
                 "name", "1-63 characters of [a-z0-9_-], starting with a letter or digit"
@@ -132,22 +135,23 @@ class Sources:
         options = self._validate_options(spec.connector, spec.options or {})
         _check_rate(spec.rate_limit)
         secrets = list(spec.secrets or []) or [self._new_secret(spec.connector)]
-        _check_secrets(secrets)
+        checked = _check_secrets(secrets)
         self._check_connector_secrets(spec.connector, secrets)
-        source = await self.store.create_source(
-            SourceSpec(
-                name=spec.name,
-                connector=spec.connector,
-                secrets=_check_secrets(secrets),
-                options=options,
-                enabled=spec.enabled if spec.enabled is not None else True,
-                rate_limit=spec.rate_limit or None,
-            ),
-            now=self.bus.clock.now(),
+        return SourceSpec(
+            name=spec.name,
+            connector=spec.connector,
+            secrets=checked,
+            options=options,
+            enabled=spec.enabled if spec.enabled is not None else True,
+            rate_limit=spec.rate_limit or None,
         )
+
+    async def create(self, spec: SourceInput) -> SourceInfo:
+        prepared = self.prepare(spec)
+        source = await self.store.create_source(prepared, now=self.bus.clock.now())
         self._changed(source.name)
         log.info("source_created", source=source.name, connector=source.connector, source_id=source.id)
-        return SourceInfo(source, tuple(secrets) if not spec.secrets else ())
+        return SourceInfo(source, tuple(s.secret for s in prepared.secrets) if not spec.secrets else ())
 
     async def get(self, ref: str) -> SourceInfo:
         return SourceInfo(await self.find(ref))
@@ -162,13 +166,18 @@ class Sources:
         page = found[:size]
         return [SourceInfo(s) for s in page], (page[-1].id if len(found) > size else "")
 
-    async def update(self, ref: str, spec: SourceInput) -> SourceInfo:
+    async def update(self, ref: str, spec: SourceInput, *, declared: bool = False) -> SourceInfo:
+        """Change what is given. A source the config file manages changes only through the file (`declared`, whose
+        options replace the current ones), except `enabled`: an operator may switch it off and on."""
         _check_rate(spec.rate_limit)
+        if not declared and (spec.options, spec.secrets, spec.rate_limit) != (None, None, None):
+            await refuse_if_managed(self.store, (await self.find(ref)).id, "change")
         for attempt in range(CONFLICT_RETRIES):
             source = await self.find(ref)
             changes: dict[str, object] = {}
             if spec.options is not None:
-                changes["options"] = self._validate_options(source.connector, {**source.options, **spec.options})
+                given = dict(spec.options) if declared else {**source.options, **spec.options}
+                changes["options"] = self._validate_options(source.connector, given)
             if spec.secrets is not None:
                 changes["secrets"] = _check_secrets(spec.secrets)
                 self._check_connector_secrets(source.connector, spec.secrets)
@@ -191,7 +200,9 @@ class Sources:
 
     async def rotate_secret(self, ref: str, new_secret: str | None = None) -> SourceInfo:
         """A new secret verifies from now on; the current one keeps verifying for 24 h (senders switch over)."""
-        connector = (await self.find(ref)).connector
+        found = await self.find(ref)
+        await refuse_if_managed(self.store, found.id, "rotate its secret")
+        connector = found.connector
         secret = new_secret or self._new_secret(connector)
         _check_secrets([secret])
         self._check_connector_secrets(connector, [secret])
@@ -214,8 +225,10 @@ class Sources:
             return SourceInfo(updated, (secret,))
         raise AssertionError("unreachable")
 
-    async def delete(self, ref: str) -> None:
+    async def delete(self, ref: str, *, declared: bool = False) -> None:
         source = await self.find(ref)
+        if not declared:
+            await refuse_if_managed(self.store, source.id, "be deleted")
         await self.store.delete_source(source.id, now=self.bus.clock.now())
         self._changed(source.name)
         log.info("source_deleted", source=source.name, source_id=source.id)

@@ -34,6 +34,7 @@ from eventbus.store.base import (
     SubscriptionState,
     SubscriptionStats,
 )
+from eventbus.store.managed import refuse_if_managed
 from eventbus.store.records import DeliveryQuery, DeliveryRecord, HealthChange, HealthChangeKind
 
 log = structlog.get_logger("eventbus.subscriptions")
@@ -61,6 +62,7 @@ class SubscriptionInput:
     max_pending_age: timedelta | None = None
     ordering: str | None = None
     paused: bool = False
+    name: str | None = None  # set only by the config file: its declared name (the API creates unnamed ones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ class Subscriptions:
         subscription, _ = await self.bus.store.create_subscription(
             SubscriptionSpec(
                 kind=kind.name,
-                name=None,
+                name=spec.name,
                 patterns=tuple(sorted(patterns.texts)),
                 filter_json=content_filter.source_json if content_filter else None,
                 retry_schedule=_check_schedule(spec.retry_schedule)
@@ -170,8 +172,14 @@ class Subscriptions:
         page = found[:size]
         return [await self.info(s) for s in page], (page[-1].id if len(found) > size else "")
 
-    async def update(self, subscription_id: str, spec: SubscriptionInput) -> SubscriptionInfo:
-        """Change the settings given; credentials and options are merged over the current ones, atomically."""
+    async def update(
+        self, subscription_id: str, spec: SubscriptionInput, *, declared: bool = False
+    ) -> SubscriptionInfo:
+        """Change the settings given; credentials and options are merged over the current ones, atomically.
+
+        What the config file manages changes only through the file (`declared`, from `configuration.declared`)."""
+        if not declared:
+            await refuse_if_managed(self.bus.store, subscription_id, "change")
         for _ in range(CONFLICT_RETRIES - 1):
             try:
                 return await self._update(subscription_id, spec)
@@ -211,8 +219,10 @@ class Subscriptions:
         log.info("subscription_updated", subscription_id=subscription.id, changed=sorted(changes))
         return await self.info(await self.find(subscription.id), revealed)
 
-    async def delete(self, subscription_id: str) -> None:
+    async def delete(self, subscription_id: str, *, declared: bool = False) -> None:
         subscription = await self.find(subscription_id)
+        if not declared:
+            await refuse_if_managed(self.bus.store, subscription.id, "be deleted")
         await self.bus.store.delete_subscription(subscription.id, now=self.bus.clock.now())
         log.info("subscription_deleted", subscription_id=subscription.id)
 
@@ -237,6 +247,7 @@ class Subscriptions:
 
     async def rotate_secret(self, subscription_id: str, new_secret: str | None = None) -> SubscriptionInfo:
         """A new signing secret now; the current one keeps signing for 24 h. Two rotations at once both count."""
+        await refuse_if_managed(self.bus.store, subscription_id, "rotate its secret")
         for attempt in range(CONFLICT_RETRIES):
             subscription = await self.find(subscription_id)
             kind = self.kinds.get(subscription.kind)

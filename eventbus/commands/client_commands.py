@@ -16,6 +16,7 @@ from eventbus.clock import SystemClock
 from eventbus.commands.output import print_record, print_rows, wants_json
 from eventbus.errors import DeliveryLeaseLostError, InvalidArgumentError
 from eventbus.model import Event, PublishResult, parse_rfc3339
+from eventbus.tls import ClientTls
 
 _RELATIVE = re.compile(r"^\+?(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -27,7 +28,13 @@ class UsageError(Exception):
 
 
 def client_of(args: argparse.Namespace) -> EventBusClient:
-    return EventBusClient(args.server, api_key=args.api_key)
+    tls = None
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        try:
+            tls = ClientTls.from_files(args.tls_ca, args.tls_cert, args.tls_key)
+        except InvalidArgumentError as exc:  # a missing or bad PEM file is a mistake on the command line
+            raise UsageError(exc.message) from exc
+    return EventBusClient(args.server, api_key=args.api_key, tls=tls)
 
 
 def _span(text: str) -> timedelta | None:

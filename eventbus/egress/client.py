@@ -197,6 +197,20 @@ class EgressClient:
         if session is not None:
             await session.close()
 
+    def drop_pooled(self) -> None:
+        """The policy changed (a reload of `allow_destinations`): no kept-alive connection vetted under the old one
+        is used again. Idle ones close now; those in use close when their request ends instead of going back to the
+        pool. The session itself stays (plugins hold it). aiohttp has no public call for this: its pool is the
+        connector's `_conns` (idle) and `_acquired` (in use), read defensively."""
+        connector = self._session.connector if self._session is not None else None
+        for idle in list(getattr(connector, "_conns", {}).values()):
+            for protocol, _ in list(idle):
+                protocol.close()
+        for protocol in list(getattr(connector, "_acquired", ())):
+            force_close = getattr(protocol, "force_close", None)  # not on aiohttp's placeholders of connects
+            if force_close is not None:
+                force_close()
+
     @property
     def session(self) -> aiohttp.ClientSession:
         """The guarded session, for plugin destinations; redirects are theirs to refuse (`allow_redirects=False`)."""

@@ -14,6 +14,7 @@ from eventbus import __version__
 from eventbus.cejson import event_to_json
 from eventbus.model import DataKind, StoredEvent, format_rfc3339
 from eventbus.signing import signature_header
+from eventbus.tracecontext import OUTBOUND
 
 USER_AGENT = f"eventbus/{__version__}"
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -107,10 +108,16 @@ def build_request(
         if payload_format is PayloadFormat.CLOUDEVENTS_BINARY:
             headers.update(_binary_headers(stored))
     headers.update(extra_headers)
-    for name in _TRACE_HEADERS:
-        value = event.extensions.get(name)
-        if isinstance(value, str) and value:
-            headers[name] = value
+    outbound = OUTBOUND.get()
+    if outbound is not None:  # our delivery span (tracing on): the receiver's parent is this attempt
+        headers["traceparent"] = outbound.traceparent
+        if outbound.tracestate:
+            headers["tracestate"] = outbound.tracestate
+    else:
+        for name in _TRACE_HEADERS:
+            value = event.extensions.get(name)
+            if isinstance(value, str) and value:
+                headers[name] = value
     headers["content-type"] = content_type
     headers["user-agent"] = USER_AGENT
     headers["webhook-id"] = stored.event_id

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from eventbus import tracing
 from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import ConsumerGroups, JoinRequest, group_name
 from eventbus.bus.service import Bus
@@ -20,6 +21,7 @@ from eventbus.grpc.convert import (
     to_duration,
     to_timestamp,
 )
+from eventbus.logs import bind_event_ids
 from eventbus.store.base import LeasedDelivery, StartPosition
 from eventbus.v1 import cloudevent_pb2 as ce_pb
 from eventbus.v1 import eventbus_pb2 as pb
@@ -38,7 +40,8 @@ class EventBusServicer(pb_grpc.EventBusServicer):
         async with rpc(context, "Publish", self.keys, Scope.PUBLISH):
             events = [event_from_proto(e, f"events[{i}]") for i, e in enumerate(request.events)]
             not_before = from_timestamp(request.not_before) if request.HasField("not_before") else None
-            results = await self.bus.publish(events, not_before=not_before)
+            results = await tracing.publish(events, lambda stamped: self.bus.publish(stamped, not_before=not_before))
+            bind_event_ids(r.event_id for r in results)
             return pb.PublishResponse(
                 results=[
                     pb.PublishResult(event_id=r.event_id, seq=r.seq, duplicate=r.duplicate, id=r.id, source=r.source)
@@ -76,11 +79,15 @@ class EventBusServicer(pb_grpc.EventBusServicer):
     async def Subscribe(
         self, request_iterator: AsyncIterator[pb.SubscribeRequest], context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        async with rpc(context, "Subscribe", self.keys, Scope.SUBSCRIBE):
+        # The join is read before the key is checked: a client writes its join first, and when the refusal reached
+        # it mid-write, grpc's client reported "Internal error from Core" (INTERNAL) instead of UNAUTHENTICATED.
+        async with rpc(context, "Subscribe", self.keys, Scope.SUBSCRIBE, authorize_later=True) as authorize:
             try:
                 first = await anext(request_iterator)
             except StopAsyncIteration:
+                authorize()
                 return
+            authorize()
             if first.WhichOneof("request") != "join":
                 raise InvalidArgumentError.for_field("join", "the first message of a stream must be a join")
             session = await self.groups.join(join_from_proto(first.join))

@@ -26,6 +26,9 @@ ROUTE_ACCESS: Final[dict[str, Access]] = {
     "/events": Scope.PUBLISH,
 }
 DEFAULT_ACCESS: Final[Access] = Scope.ADMIN  # /v1/... and anything not listed
+# Routes a setting opened on one server's application (`--metrics-public` opens /metrics): per application, not in
+# the table above, because one process may run several servers (tests) with different settings.
+OPENED_ROUTES: Final = web.AppKey("opened_routes", frozenset[str])
 
 
 def declared_access(method: str, canonical: str) -> Access | None:
@@ -48,7 +51,7 @@ def auth_middleware(keys: KeyRing) -> Middleware:
         # No resource: no route matched (404, 405), which the router answers without reading anything.
         if resource is not None:
             access = access_of(request.method, resource.canonical)
-            if access != OPEN:
+            if access != OPEN and resource.canonical not in request.app.get(OPENED_ROUTES, ()):
                 keys.authorize(request.headers.get("Authorization"), Scope(access))
         return await handler(request)
 

@@ -10,11 +10,13 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
+from eventbus import tracing
 from eventbus.auth import ApiKey, Scope
 from eventbus.bus.service import MAX_BATCH, Bus
 from eventbus.cejson import event_from_json
 from eventbus.errors import FieldViolation, InvalidArgumentError, PayloadTooLargeError
 from eventbus.http.problems import problem_response
+from eventbus.logs import bind_event_ids
 from eventbus.model import (
     DataKind,
     Event,
@@ -60,7 +62,9 @@ def add_routes(app: web.Application, bus_key: web.AppKey[Bus], keys_key: web.App
         except UnsupportedMediaType as exc:
             violation = FieldViolation("content-type", str(exc))
             return problem_response(415, "Unsupported media type", f"{exc}", violations=[violation])
-        return publish_response(await request.app[bus_key].publish(events))
+        results = await tracing.publish(events, request.app[bus_key].publish)
+        bind_event_ids(r.event_id for r in results)
+        return publish_response(results)
 
     app.router.add_post("/events", post_events)
 

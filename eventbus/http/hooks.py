@@ -13,11 +13,13 @@ from datetime import datetime
 import structlog
 from aiohttp import web
 
+from eventbus import tracing
 from eventbus.bus.ratelimit import TokenBucket
 from eventbus.bus.service import MAX_BATCH, MAX_BATCH_BYTES, Bus
 from eventbus.errors import FieldViolation, NotFoundError, PermissionDeniedError, RequestTimeoutError, UnavailableError
 from eventbus.http.events import read_body
 from eventbus.http.problems import problem_response
+from eventbus.logs import bind_event_ids
 from eventbus.plugin.connectors import Accepted, CustomResponse, Headers, InboundRequest, Refused, SourceConfig
 from eventbus.plugin.manager import PluginFailure, Plugins
 from eventbus.store.sources import IngestOutcome, RawRequest, Source, SourceStore
@@ -184,9 +186,15 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
         remote=request.remote,
         dedup_key=result.dedup_key,
     )
-    outcomes, replayed = await context.store.ingest(
-        list(result.events), raw, now=now, dedup_window=context.bus.settings.dedup_window
+    outcomes, replayed = await tracing.publish(
+        list(result.events),
+        lambda events: context.store.ingest(events, raw, now=now, dedup_window=context.bus.settings.dedup_window),
     )
+    bind_event_ids(o.event_id for o in outcomes)
+    if replayed:  # the stored answer's events, not these: the connector may parse the redelivery differently now
+        context.bus.metrics.replayed("hooks", len(outcomes))
+    else:
+        context.bus.metrics.ingested(result.events, [o.duplicate for o in outcomes])
     return _answer(outcomes, replayed)
 
 

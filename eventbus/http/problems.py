@@ -29,6 +29,7 @@ HTTP_STATUS: dict[type[errors.EventBusError], int] = {
     errors.DeliveryLeaseLostError: 409,
 }
 PROBLEM_TYPE_BASE = "https://eventbus.dev/problems/"
+RETRY_UNAVAILABLE_AFTER = "5"  # seconds, on every 503
 
 
 def http_status_of(error: errors.EventBusError) -> int:
@@ -52,6 +53,8 @@ def problem_response(
     response = web.Response(status=status, text=json.dumps(body), content_type="application/problem+json")
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="eventbus"'
+    elif status == 503:  # the store is down or full, or the server is draining: worth retrying, not at once
+        response.headers["Retry-After"] = RETRY_UNAVAILABLE_AFTER
     return response
 
 

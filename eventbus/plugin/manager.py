@@ -183,6 +183,7 @@ class Plugins:
         self.manager = manager
         self._distributions = dict(distributions)
         self._failures: Counter[str] = Counter()
+        self._failures_by_hook: Counter[tuple[str, str]] = Counter()  # (plugin, hook or `connector`/`destination`)
         self._connectors: ConnectorRegistry | None = None
         self._destinations: DestinationRegistry | None = None
         self._context: ServerContext | None = None
@@ -196,6 +197,12 @@ class Plugins:
     def failures(self) -> Mapping[str, int]:
         """Failures so far per plugin name (hooks that raised, and contained connector/destination calls)."""
         return dict(self._failures)
+
+    @property
+    def failures_by_hook(self) -> Mapping[tuple[str, str], int]:
+        """Failures so far per (plugin, hook): a hook name, or `connector`, `destination`, `handle`, `response`
+        for the contained calls (`/metrics` serves them as `eventbus_plugin_errors_total`)."""
+        return dict(self._failures_by_hook)
 
     def connectors(self) -> ConnectorRegistry:
         """Every plugin's connectors: `eventbus_register_connectors` runs on the first call."""
@@ -322,6 +329,7 @@ class Plugins:
     def _failed(self, plugin: str | None, call: str, exc: Exception) -> PluginFailure:
         failure = PluginFailure(plugin or "(unknown)", call, f"{type(exc).__name__}: {exc}")
         self._failures[failure.plugin] += 1
+        self._failures_by_hook[(failure.plugin, call.split(" ", 1)[0])] += 1  # a kind of call, never a name
         log.error("plugin_failed", plugin=failure.plugin, hook=call, error=failure.error, exc_info=exc)
         return failure
 

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -38,10 +39,19 @@ from eventbus.store.records import (
     SystemEvents,
 )
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
+from eventbus.store.space import ReclaimedSpace
 from eventbus.store.sqlite_idempotency import IdempotencyOperations
 from eventbus.store.sqlite_keys import KeyOperations
+from eventbus.store.sqlite_managed import ManagedOperations
 from eventbus.store.sqlite_push import PushOperations
 from eventbus.store.sqlite_sources import SourceOperations
+from eventbus.store.sqlite_space import (
+    VACUUM_STEP_PAGES,
+    WAL_SIZE_LIMIT,
+    WAL_TRUNCATE_ABOVE,
+    truncate_wal,
+    vacuum_step,
+)
 from eventbus.store.sqlite_state import StateOperations
 from eventbus.store.sqlite_types import TypeOperations
 from eventbus.store.sqlite_writer import SQLiteWriter
@@ -51,7 +61,13 @@ log = structlog.get_logger("eventbus.store")
 
 
 class SQLiteStore(
-    PushOperations, KeyOperations, SourceOperations, StateOperations, IdempotencyOperations, TypeOperations
+    PushOperations,
+    KeyOperations,
+    SourceOperations,
+    StateOperations,
+    IdempotencyOperations,
+    TypeOperations,
+    ManagedOperations,
 ):
     """`Store` on one SQLite file. One server process per file (more processes: PostgreSQL)."""
 
@@ -118,6 +134,9 @@ class SQLiteStore(
         conn = self._connect()
         # Checkpoints run from a background task, off the commit path (an inline one costs the p99).
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # A checkpointed WAL is reused from its start; past this size it is also cut back, so one burst of writes
+        # does not leave a large file behind for good.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA cache_size = -32000")
         return conn
 
@@ -414,10 +433,23 @@ class SQLiteStore(
         return await self._read(lambda c: deliveries.subscription_stats(c, subscription_id))
 
     async def prune(self, *, older_than: datetime, limit: int) -> int:
-        removed = await self._write(lambda conn: deliveries.prune(conn, older_than=older_than, limit=limit))
-        if removed:
-            await self._write(lambda conn: conn.execute("PRAGMA incremental_vacuum(1000)").fetchall())
-        return removed
+        # The pages it frees go back to the file system in `reclaim_space`, after the whole retention round.
+        return await self._write(lambda conn: deliveries.prune(conn, older_than=older_than, limit=limit))
+
+    async def reclaim_space(self, *, max_pages: int) -> ReclaimedSpace:
+        """`SpaceReclaimer`: free pages back to the file system a step at a time (each step one writer operation,
+        so publishes go in between), then the WAL checkpointed and truncated."""
+        returned, left = 0, 1
+        while left and returned < max_pages:
+            step = min(VACUUM_STEP_PAGES, max_pages - returned)
+            done, left = await self._write(partial(vacuum_step, pages=step))
+            returned += done
+            if not done:
+                break
+        truncated = await asyncio.to_thread(truncate_wal, self.path, above=WAL_TRUNCATE_ABOVE)
+        if returned:
+            log.info("store_space_reclaimed", pages=returned, free_pages_left=left, wal_truncated=truncated)
+        return ReclaimedSpace(pages_returned=returned, free_pages_left=left, wal_truncated=truncated)
 
 
 def _lock_exclusively(path: Path) -> IO[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from eventbus import tracing
 from eventbus.auth import Scope
 from eventbus.bus.sources import SourceInput
 from eventbus.cejson import event_from_json
@@ -24,6 +25,7 @@ from eventbus.http.rest.views import (
     raw_request_view,
     source_view,
 )
+from eventbus.logs import bind_event_ids
 from eventbus.model import Event
 from eventbus.store.base import StartPosition
 from eventbus.store.sources import source_store_of
@@ -295,7 +297,8 @@ def add(api: Api) -> None:
                 too_large = too_large and isinstance(exc, PayloadTooLargeError)
         if problems:
             raise (PayloadTooLargeError if too_large else InvalidArgumentError).from_violations(problems)
-        results = await call.services.bus.publish(events)
+        results = await tracing.publish(events, call.services.bus.publish)
+        bind_event_ids(r.event_id for r in results)
         return Answer(200 if all(r.duplicate for r in results) else 201, published_view(results))
 
     @api.operation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from eventbus.store.postgres.core import PostgresCore
 from eventbus.store.postgres.pg_events import EventOperations
 from eventbus.store.postgres.pg_limits import LimitOperations
+from eventbus.store.postgres.pg_managed import ManagedOperations
 from eventbus.store.postgres.pg_misc import IdempotencyOperations, KeyOperations, StateOperations, TypeOperations
 from eventbus.store.postgres.pg_push import PushOperations
 from eventbus.store.postgres.pg_sources import SourceOperations
@@ -22,6 +23,7 @@ class PostgresStore(
     IdempotencyOperations,
     TypeOperations,
     LimitOperations,
+    ManagedOperations,
 ):
     """`Store` on PostgreSQL: every operation one transaction on a pooled connection; many processes at once.
 
