@@ -1,15 +1,16 @@
 """Steady load with a short retention window: `soak`, disk use and RSS at the start, the middle and the end.
 
 One run (SQLite): a receiver process and a fresh store with one webhook endpoint pointing at it; `eventbus serve`
-starts with `EVENTBUS_RETENTION` (default `30s`, `BENCH_SOAK_RETENTION` to change it) in its environment; a
-publisher process sends `rate` events/s (1 KiB JSON data, `batch` per call) for `duration_s` × BENCH_SCALE (at
-least `min_duration_s`), each delivered to the receiver. Every `duration ÷ samples` seconds the harness reads the
-size of the SQLite file and its `-wal` file and the server's VmRSS. Reported: the samples nearest 10 %, 50 % and
-100 % of the run (start, middle, end), and for disk and RSS the mean of the last quarter of the samples ÷ the mean
-of the second quarter, which stays near 1 once retention prunes as fast as events arrive (upkeep rounds make
-disk a sawtooth, so levels are compared, not single samples; at BENCH_SCALE=1 the second quarter, 60–120 s, is
-past the first prunes). After the publisher stops every event must be delivered within 60 s; the
-events left in the store after the server stops show whether retention pruned. No baseline.
+starts with `EVENTBUS_RETENTION` (default `30s`, `BENCH_SOAK_RETENTION` to change it) and
+`EVENTBUS_UPKEEP_EVERY=10s` in its environment; a publisher process sends `rate` events/s (1 KiB JSON data, `batch`
+per call) for `duration_s` × BENCH_SCALE (at least `min_duration_s`), each delivered to the receiver. Every
+`duration ÷ samples` seconds the harness reads the size of the SQLite file and its `-wal` file and the server's
+VmRSS. Reported: the samples nearest 10 %, 50 % and 100 % of the run (start, middle, end), and for disk and RSS the
+mean of the last quarter of the samples ÷ the mean of the second quarter, which stays near 1 once retention prunes
+as fast as events arrive (upkeep rounds make disk a sawtooth, so levels are compared, not single samples; at
+BENCH_SCALE=1 the second quarter, 60–120 s, is past the first prunes). After the publisher stops every event must
+be delivered within 60 s; the events left in the store after the server stops show whether retention pruned.
+No baseline.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class SoakLoad:
     min_duration_s: float = 60.0  # two retention windows and a janitor round (30 s each, by default)
     samples: int = 24
     retention: str = "30s"  # EVENTBUS_RETENTION of the server (BENCH_SOAK_RETENTION overrides it)
+    upkeep_every: str = "10s"  # EVENTBUS_UPKEEP_EVERY: retention rounds three times a window (the default is 30 s)
     flat_bound: float = 1.25  # mean of the last quarter ÷ mean of the second quarter that still counts as flat
 
 
@@ -122,7 +124,7 @@ def measure(context: BenchContext, run: int) -> RunFigures:
         create_endpoint(store.url, receiver.url, secret)
         servers = stores.start_servers(
             context, directory, store, "--allow-destination", "127.0.0.1/32",
-            extra_env={"EVENTBUS_RETENTION": retention},
+            extra_env={"EVENTBUS_RETENTION": retention, "EVENTBUS_UPKEEP_EVERY": LOAD.upkeep_every},
         )  # fmt: skip
         process = servers[0].process
         out_path, pub_log = directory / "publish.json", directory / "publish.log"
