@@ -62,6 +62,9 @@ async def rpc(
     metadata = _call_metadata(context)
     request_id = request_id_of(metadata.get("x-request-id"))
     reply = (("x-request-id", request_id),)
+    # Read now: at the end of a stream the call may already be gone (a closing server, a client that left), and
+    # `peer()` on a finished call crashes grpc's core (SIGSEGV, seen on shutdown with streams ending).
+    peer = context.peer()
     context.set_trailing_metadata(reply)
     span = tracing.grpc_server(method, metadata.get("traceparent"), metadata.get("tracestate"), context.peer)
     with scoped_context(rpc=method, request_id=request_id), span:
@@ -93,14 +96,13 @@ async def rpc(
             span.set("rpc.grpc.status_code", code.value[0])
             if code is not grpc.StatusCode.OK:
                 span.fail(code.name)
-            # Successful unary calls are the hot path (thousands a second): their line is at debug level, and when
-            # that is filtered out not even the peer is read.
+            # Successful unary calls are the hot path (thousands a second): their line is at debug level.
             if code is grpc.StatusCode.OK:
                 level = logging.INFO if method == "Subscribe" else logging.DEBUG
             else:
                 level = logging.INFO if code is grpc.StatusCode.CANCELLED else logging.WARNING
             if level != logging.DEBUG or log.is_enabled_for(logging.DEBUG):
-                log.log(level, "grpc_call", method=method, code=code.name, duration_ms=elapsed, peer=context.peer())
+                log.log(level, "grpc_call", method=method, code=code.name, duration_ms=elapsed, peer=peer)
 
 
 def _code_of_abort(exc: BaseException) -> grpc.StatusCode:
