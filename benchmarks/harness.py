@@ -461,7 +461,10 @@ def run_scenario(name: str, *, scale: float, runs: int, pinning: Pinning) -> Sce
         error = f"{type(exc).__name__}: {exc}"
     finally:
         processes.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") and error:  # a failed scenario's logs, kept for a look
+            print(f"  {name}: its files are kept in {workdir} (BENCH_KEEP)", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     if all_runs:
         server = median_figures([r.server for r in all_runs])
         medians: dict[str, dict[str, float]] = {"server": server}

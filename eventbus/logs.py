@@ -171,7 +171,12 @@ def scoped_context(**values: object) -> Iterator[None]:
     try:
         yield
     finally:
-        structlog.contextvars.reset_contextvars(**tokens)
+        try:
+            structlog.contextvars.reset_contextvars(**tokens)
+        except ValueError:
+            # Ended in another context: an async generator (a gRPC stream) that the loop closed for the server.
+            # That context is thrown away after, so there is nothing to restore.
+            pass
         structlog.contextvars.unbind_contextvars(*_HANDLER_KEYS)
 
 

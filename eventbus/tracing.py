@@ -185,7 +185,10 @@ class SpanScope:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        CURRENT.reset(self._token)
+        try:
+            CURRENT.reset(self._token)
+        except ValueError:  # ended in another context (a stream closed by the loop): nothing to restore there
+            pass
         span = self._span
         if span is None:
             return
