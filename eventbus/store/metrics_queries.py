@@ -40,6 +40,42 @@ class StoreCounts:
     oldest_received_at: datetime | None  # received_at of the oldest event with an undelivered delivery
 
 
+SubscriptionRow = tuple[str, str, "str | None", object, str, str]  # id, kind, name, ephemeral, state, circuit
+
+
+def backlogs(
+    subscriptions: list[SubscriptionRow],
+    states: dict[tuple[str, str], int],
+    due: dict[str, tuple[int, int, int | None]],
+) -> list[SubscriptionBacklog]:
+    """Each subscription's backlog from the backend's rows: its counts by state and its (unblocked, due now,
+    oldest seq), zero where it has none."""
+    found = []
+    for sid, kind, name, ephemeral, state, circuit in subscriptions:
+        unblocked, due_now, oldest = due.get(sid, (0, 0, None))
+        found.append(
+            SubscriptionBacklog(
+                subscription_id=sid,
+                kind=kind,
+                name=name,
+                ephemeral=bool(ephemeral),
+                state=state,
+                circuit=circuit,
+                pending=states.get((sid, "pending"), 0),
+                leased=states.get((sid, "leased"), 0),
+                due=due_now,
+                unblocked=unblocked,
+                oldest_seq=oldest,
+            )
+        )
+    return found
+
+
+def oldest_seq(backlog: list[SubscriptionBacklog]) -> int | None:
+    """The lowest seq with an undelivered delivery, whose event's `received_at` is the oldest pending age."""
+    return min((b.oldest_seq for b in backlog if b.oldest_seq is not None), default=None)
+
+
 class MetricsQueries(Protocol):
     async def store_counts(self, *, now: datetime) -> StoreCounts:
         """Every live (not deleted) subscription's backlog, dead deliveries by reason, the oldest undelivered."""

@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 
 from eventbus.clock import from_micros, to_micros
-from eventbus.store.metrics_queries import StoreCounts, SubscriptionBacklog
+from eventbus.store.metrics_queries import StoreCounts, backlogs, oldest_seq
 from eventbus.store.sqlite import SQLiteStore
 
 SUBSCRIPTIONS_SQL = (
@@ -48,26 +48,9 @@ class SQLiteMetricsQueries:
             states: dict[tuple[str, str], int] = {(sid, state): n for sid, state, n in conn.execute(STATES_SQL)}
             due = {sid: (n, due or 0, oldest) for sid, n, due, oldest in conn.execute(DUE_SQL, (at,))}
             dead = {reason or "unknown": n for reason, n in conn.execute(DEAD_SQL)}
-            backlog = []
-            for sid, kind, name, ephemeral, state, circuit in subscriptions:
-                unblocked, due_now, oldest = due.get(sid, (0, 0, None))
-                backlog.append(
-                    SubscriptionBacklog(
-                        subscription_id=sid,
-                        kind=kind,
-                        name=name,
-                        ephemeral=bool(ephemeral),
-                        state=state,
-                        circuit=circuit,
-                        pending=states.get((sid, "pending"), 0),
-                        leased=states.get((sid, "leased"), 0),
-                        due=due_now,
-                        unblocked=unblocked,
-                        oldest_seq=oldest,
-                    )
-                )
-            seqs = [b.oldest_seq for b in backlog if b.oldest_seq is not None]
-            row = conn.execute(RECEIVED_SQL, (min(seqs),)).fetchone() if seqs else None
+            backlog = backlogs(subscriptions, states, due)
+            seq = oldest_seq(backlog)
+            row = conn.execute(RECEIVED_SQL, (seq,)).fetchone() if seq is not None else None
             return StoreCounts(tuple(backlog), dead, from_micros(row[0]) if row else None)
 
         return await self._store._read(read)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from eventbus.clock import from_micros, to_micros
-from eventbus.store.metrics_queries import StoreCounts, SubscriptionBacklog
+from eventbus.store.metrics_queries import StoreCounts, backlogs, oldest_seq
 from eventbus.store.postgres import PostgresStore
 
 SUBSCRIPTIONS_SQL = (
@@ -49,25 +49,8 @@ class PgMetricsQueries:
         states = {(r["id"], r["state"]): r["n"] for r in await store._read(STATES_SQL)}
         due = {r["id"]: (r["n"], r["due"], r["oldest"]) for r in await store._read(DUE_SQL, to_micros(now))}
         dead = {r["dead_reason"] or "unknown": r["n"] for r in await store._read(DEAD_SQL)}
-        backlog = []
-        for row in subscriptions:
-            sid = row["id"]
-            unblocked, due_now, oldest = due.get(sid, (0, 0, None))
-            backlog.append(
-                SubscriptionBacklog(
-                    subscription_id=sid,
-                    kind=row["kind"],
-                    name=row["name"],
-                    ephemeral=bool(row["ephemeral"]),
-                    state=row["state"],
-                    circuit=row["circuit"],
-                    pending=states.get((sid, "pending"), 0),
-                    leased=states.get((sid, "leased"), 0),
-                    due=due_now,
-                    unblocked=unblocked,
-                    oldest_seq=oldest,
-                )
-            )
-        seqs = [b.oldest_seq for b in backlog if b.oldest_seq is not None]
-        received = await store._read_one(RECEIVED_SQL, min(seqs)) if seqs else None
+        rows = [(r["id"], r["kind"], r["name"], r["ephemeral"], r["state"], r["circuit"]) for r in subscriptions]
+        backlog = backlogs(rows, states, due)
+        seq = oldest_seq(backlog)
+        received = await store._read_one(RECEIVED_SQL, seq) if seq is not None else None
         return StoreCounts(tuple(backlog), dead, from_micros(received["received_at"]) if received else None)
