@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import ConsumerGroups, JoinRequest, group_name
 from eventbus.bus.service import Bus
 from eventbus.bus.session import AckOutcome, AckRequest, AckStatus, GroupSession
-from eventbus.errors import InvalidArgumentError, UnavailableError
+from eventbus.errors import EventBusError, InvalidArgumentError, UnavailableError
 from eventbus.grpc.context import Context, rpc
 from eventbus.grpc.convert import (
     event_from_proto,
@@ -28,6 +29,9 @@ from eventbus.v1 import eventbus_pb2 as pb
 from eventbus.v1 import eventbus_pb2_grpc as pb_grpc
 
 _ACK_STATUS = {pb.Ack.SUCCESS: AckStatus.SUCCESS, pb.Ack.RETRY: AckStatus.RETRY, pb.Ack.DROP: AckStatus.DROP}
+
+
+REFUSAL_READ_WAIT = 2.0  # seconds a keyless Subscribe is read for its join before it is refused
 
 
 class EventBusServicer(pb_grpc.EventBusServicer):
@@ -79,15 +83,20 @@ class EventBusServicer(pb_grpc.EventBusServicer):
     async def Subscribe(
         self, request_iterator: AsyncIterator[pb.SubscribeRequest], context: Context
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        # The join is read before the key is checked: a client writes its join first, and when the refusal reached
-        # it mid-write, grpc's client reported "Internal error from Core" (INTERNAL) instead of UNAUTHENTICATED.
         async with rpc(context, "Subscribe", self.keys, Scope.SUBSCRIBE, authorize_later=True) as authorize:
+            try:
+                authorize()
+            except EventBusError:
+                # Refused, but only once the join the client writes first has arrived (for 2 s at most, so no
+                # keyless stream holds a call slot): a refusal that reached grpc's client mid-write came out as
+                # "Internal error from Core" (INTERNAL) instead of UNAUTHENTICATED.
+                with contextlib.suppress(StopAsyncIteration, TimeoutError):
+                    await asyncio.wait_for(anext(request_iterator), REFUSAL_READ_WAIT)
+                raise
             try:
                 first = await anext(request_iterator)
             except StopAsyncIteration:
-                authorize()
                 return
-            authorize()
             if first.WhichOneof("request") != "join":
                 raise InvalidArgumentError.for_field("join", "the first message of a stream must be a join")
             session = await self.groups.join(join_from_proto(first.join))

@@ -77,6 +77,15 @@ async def test_calls_without_the_right_key_are_unauthenticated(
     assert list((await admin_stub.ListGroups(admin_pb2.ListGroupsRequest(), metadata=good)).groups) == []
 
 
+async def test_a_keyless_stream_that_never_joins_is_refused_within_seconds(
+    stub: eventbus_pb2_grpc.EventBusStub,
+) -> None:
+    """The server waits for a refused stream's join only briefly: a keyless client cannot hold a call slot."""
+    stream = RawStream(stub, (("authorization", "Bearer ebk_test_wrongwrong"),))
+    error = await stream.failure()  # within the helper's wait, though nothing is ever written
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_the_client_with_the_key_works(address: str) -> None:
     async with EventBusClient(address, api_key=API_KEY, timeout=10) as client:
         async with Consumer(client.subscribe("authed", ["order.*"])) as consumer:
