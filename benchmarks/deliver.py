@@ -106,6 +106,43 @@ def attempt_checks(servers: list[stores.Server]) -> dict[str, int]:
     }
 
 
+def run_failed(name: str, run: int, error: BenchError, servers: list[stores.Server]) -> BenchError:
+    """A webhook scenario's failed run, with what the servers logged."""
+    issues = servers_log_issues(servers)
+    last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
+    return BenchError(
+        f"{name} run {run}: {error}\neventbus serve log: {issues['server_log_issues'] or 'no warnings or errors'}"
+        + "\n" + "\n".join(issues["server_log_samples"]) + last
+    )  # fmt: skip
+
+
+def stop_all(context: BenchContext, servers: list[stores.Server], receiver: Receiver, checks: dict[str, Any]) -> int:
+    """Stop the servers (SIGTERM) and the receiver; record the servers' exit and log issues. Returns the exit code."""
+    codes = stores.stop_servers(context, servers)
+    receiver.stop()
+    exit_code = next((code for code in codes if code != 0), 0)
+    checks["server_exit_code"] = exit_code
+    checks.update(servers_log_issues(servers))
+    return exit_code
+
+
+def delivery_problems(
+    checks: dict[str, Any], report: dict[str, Any], servers: list[stores.Server], exit_code: int
+) -> list[str]:
+    """What fails a webhook run: the receiver's checks, attempts that did not succeed, server log warnings or
+    errors, a server that did not exit 0 on SIGTERM."""
+    checks.update(receiver_checks(report))
+    checks.update(attempt_checks(servers))
+    problems = receiver_problems(checks)
+    if checks["attempts_not_succeeded"]:
+        problems.append(f"{checks['attempts_not_succeeded']} delivery attempts did not succeed")
+    if checks["server_log_issues"]:
+        problems.append(f"server log warnings/errors: {checks['server_log_issues']}")
+    if exit_code != 0:
+        problems.append(f"eventbus serve exited with {exit_code} after SIGTERM")
+    return problems
+
+
 def measure_eventbus(name: str, load: DeliverLoad, context: BenchContext, run: int) -> tuple[Figures, dict[str, Any]]:
     from eventbus.signing import generate_secret
 
@@ -141,18 +178,9 @@ def measure_eventbus(name: str, load: DeliverLoad, context: BenchContext, run: i
             raise BenchError(f"eventbus serve exited with {exited[0].returncode} while delivering")
         report = receiver.report(directory / "received.json")
     except BenchError as exc:
-        issues = servers_log_issues(servers)
-        last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
-        raise BenchError(
-            f"{name} run {run}: {exc}\neventbus serve log: {issues['server_log_issues'] or 'no warnings or errors'}"
-            + "\n" + "\n".join(issues["server_log_samples"]) + last
-        ) from None  # fmt: skip
+        raise run_failed(name, run, exc, servers) from None
     finally:
-        codes = stores.stop_servers(context, servers)
-        receiver.stop()
-        exit_code = next((code for code in codes if code != 0), 0)
-        checks["server_exit_code"] = exit_code
-        checks.update(servers_log_issues(servers))
+        exit_code = stop_all(context, servers, receiver, checks)
         checks.update(store.drop())
     arrivals = report["arrivals"]
     total = events * load.endpoints
@@ -164,15 +192,7 @@ def measure_eventbus(name: str, load: DeliverLoad, context: BenchContext, run: i
         window = LoadWindow(start=window.start, end=last)
     figures = throughput_figures(arrivals, window, sorted(a - p for a, p in arrivals), sum(cpus), receiver_cpu)
     checks["deliveries_total"] = report["received"]
-    checks.update(receiver_checks(report))
-    checks.update(attempt_checks(servers))
-    problems = receiver_problems(checks)
-    if checks["attempts_not_succeeded"]:
-        problems.append(f"{checks['attempts_not_succeeded']} delivery attempts did not succeed")
-    if checks["server_log_issues"]:
-        problems.append(f"server log warnings/errors: {checks['server_log_issues']}")
-    if exit_code != 0:
-        problems.append(f"eventbus serve exited with {exit_code} after SIGTERM")
+    problems = delivery_problems(checks, report, servers, exit_code)
     if problems:
         raise BenchError(f"{name} run {run}: " + "; ".join(problems))
     return figures, checks

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks import at_most, profiling, scenario, stores
-from benchmarks.deliver import attempt_checks
-from benchmarks.harness import BenchContext, BenchError, Figures, LoadWindow, RunFigures, cpu_seconds, tail
-from benchmarks.publish import servers_log_issues
+from benchmarks.deliver import delivery_problems, run_failed, stop_all
+from benchmarks.harness import BenchContext, BenchError, Figures, LoadWindow, RunFigures, cpu_seconds
 from benchmarks.webhooks import (
     Receiver,
     create_endpoint,
@@ -26,8 +25,6 @@ from benchmarks.webhooks import (
     latency_times,
     paced_args,
     publisher,
-    receiver_checks,
-    receiver_problems,
     run_client,
     start_servers,
     throughput_figures,
@@ -96,18 +93,9 @@ def measure(context: BenchContext, run: int) -> tuple[Figures, dict[str, Any]]:
             )
         report = receiver.report(directory / "received.json")
     except BenchError as exc:
-        issues = servers_log_issues(servers)
-        last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
-        raise BenchError(
-            f"latency run {run}: {exc}\neventbus serve log: {issues['server_log_issues'] or 'no warnings or errors'}"
-            + "\n" + "\n".join(issues["server_log_samples"]) + last
-        ) from None  # fmt: skip
+        raise run_failed("latency", run, exc, servers) from None
     finally:
-        codes = stores.stop_servers(context, servers)
-        receiver.stop()
-        exit_code = next((code for code in codes if code != 0), 0)
-        checks["server_exit_code"] = exit_code
-        checks.update(servers_log_issues(servers))
+        exit_code = stop_all(context, servers, receiver, checks)
         checks.update(store.drop())
     # The timed part: events published from the end of the warm-up (shifted by the publisher's actual start).
     since = times["warmup_until"] + (paced["started_at"] - times["start_at"])
@@ -117,15 +105,7 @@ def measure(context: BenchContext, run: int) -> tuple[Figures, dict[str, Any]]:
     figures = throughput_figures(report["arrivals"], window, latencies, sum(used[:-1]) * seconds / whole, 0.0)
     figures.client_cpu_pct = round(used[-1] / whole * 100, 1)
     checks["latency_samples"] = len(latencies)
-    checks.update(receiver_checks(report))
-    checks.update(attempt_checks(servers))
-    problems = receiver_problems(checks)
-    if checks["attempts_not_succeeded"]:
-        problems.append(f"{checks['attempts_not_succeeded']} delivery attempts did not succeed")
-    if checks["server_log_issues"]:
-        problems.append(f"server log warnings/errors: {checks['server_log_issues']}")
-    if exit_code != 0:
-        problems.append(f"eventbus serve exited with {exit_code} after SIGTERM")
+    problems = delivery_problems(checks, report, servers, exit_code)
     if problems:
         raise BenchError(f"latency run {run}: " + "; ".join(problems))
     return figures, checks

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import at_most, scenario, stores
-from benchmarks.deliver import attempt_checks
-from benchmarks.harness import BenchContext, BenchError, Figures, LoadWindow, RunFigures, cpu_seconds, tail
-from benchmarks.publish import servers_log_issues
+from benchmarks.deliver import delivery_problems, run_failed, stop_all
+from benchmarks.harness import BenchContext, BenchError, Figures, LoadWindow, RunFigures, cpu_seconds
 from benchmarks.webhooks import (
     Receiver,
     create_endpoint,
@@ -35,8 +34,6 @@ from benchmarks.webhooks import (
     paced_args,
     publisher,
     read_status_mb,
-    receiver_checks,
-    receiver_problems,
     start_client,
     throughput_figures,
 )
@@ -155,15 +152,9 @@ def measure(context: BenchContext, run: int) -> RunFigures:
             )
         report = receiver.report(directory / "received.json")
     except BenchError as exc:
-        issues = servers_log_issues(servers)
-        last = f"\nlast lines:\n{tail(servers[0].log_path, 5)}" if servers else ""
-        raise BenchError(f"soak run {run}: {exc}\neventbus serve log: {issues['server_log_issues']}{last}") from None
+        raise run_failed("soak", run, exc, servers) from None
     finally:
-        codes = stores.stop_servers(context, servers)
-        receiver.stop()
-    exit_code = next((code for code in codes if code != 0), 0)
-    checks["server_exit_code"] = exit_code
-    checks.update(servers_log_issues(servers))
+        exit_code = stop_all(context, servers, receiver, checks)
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
         left = int(conn.execute("SELECT COUNT(*) FROM events WHERE source LIKE '/bench/soak/%'").fetchone()[0])
     seconds = paced["finished_at"] - paced["started_at"]
@@ -187,15 +178,7 @@ def measure(context: BenchContext, run: int) -> RunFigures:
         "rss_growth": growth(samples, "rss_mb"),
     }
     checks["samples"] = samples
-    checks.update(receiver_checks(report))
-    checks.update(attempt_checks(servers))
-    problems = receiver_problems(checks)
-    if checks["attempts_not_succeeded"]:
-        problems.append(f"{checks['attempts_not_succeeded']} delivery attempts did not succeed")
-    if checks["server_log_issues"]:
-        problems.append(f"server log warnings/errors: {checks['server_log_issues']}")
-    if exit_code != 0:
-        problems.append(f"eventbus serve exited with {exit_code} after SIGTERM")
+    problems = delivery_problems(checks, report, servers, exit_code)
     if problems:
         raise BenchError(f"soak run {run}: " + "; ".join(problems))
     return RunFigures(server=figures, baseline=None, checks=checks, extra=extra)
