@@ -450,14 +450,12 @@ class Dispatcher:
             # A healthy destination's next send need not wait for this record to commit (a shared store counts
             # the send until its record commits: then the slot is freed after it, below).
             self._free_slot(subscription.id)
-            # Shielded, like an interrupted send's: a send that ends as the shutdown grace runs out is still recorded
-            # (else, on PostgreSQL, it would be sent again only once its lease expired).
-            await asyncio.shield(self._record(subscription, delivery, result, started_at, started))
+            await self._record(subscription, delivery, result, started_at, started)
             return
         # A failure is recorded first: the circuit must see it before the next send goes (else a failing
         # destination gets `max_concurrency` sends more than the threshold allows).
         try:
-            await asyncio.shield(self._record(subscription, delivery, result, started_at, started))
+            await self._record(subscription, delivery, result, started_at, started)
         finally:
             self._free_slot(subscription.id)
 
