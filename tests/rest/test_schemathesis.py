@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(
 )
 MAX_EXAMPLES = 15  # per operation and phase
 SEED = 20260101
-BUDGET = 150  # seconds: the run takes well under a minute on 2 cores
-CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
+BUDGET = 110  # seconds: the issue asks for under 2 minutes; the run takes well under one on 2 cores
+CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance"
 WHSEC = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
 
 
@@ -123,9 +123,11 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     try:
         output, _ = await asyncio.wait_for(run.communicate(), BUDGET)
     except TimeoutError:
-        run.kill()
-        await run.wait()
         raise AssertionError(f"schemathesis did not finish in {BUDGET} s") from None
+    finally:  # whatever ends the wait (the budget, pytest's own timeout), schemathesis does not outlive the test
+        if run.returncode is None:
+            run.kill()
+            await run.wait()
     text = output.decode(errors="replace")
     cases = re.search(r"Test cases:\s*\n\s*(.+)", text)
     selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", text)

@@ -810,20 +810,7 @@ function folded(summary, text, attrs = {}) {
 }
 
 async function typesPage(params) {
-  let page;
-  try {
-    page = await api("event-types", { query: { page_size: 100, page_token: params.get("page_token") } });
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 404) {
-      return el(
-        "div",
-        { class: "page" },
-        pageHeader([], "Event types"),
-        el("p", { class: "notice", id: "types-unavailable" }, "This server does not offer the event-type catalogue yet (GET /v1/event-types answered 404). Upgrade the server to see counts, samples and schemas."),
-      );
-    }
-    throw error;
-  }
+  const page = await api("event-types", { query: { page_size: 100, page_token: params.get("page_token") } });
   const items = page.items || [];
   const rows = items.map((t) =>
     el(
