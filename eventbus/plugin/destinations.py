@@ -207,8 +207,9 @@ def _status(status_code: int | None, response: HttpResponse | None) -> int | Non
 class RateLimit:
     """A send rate shared by every subscription whose options give the same `key` (e.g. one provider account).
 
-    `per_second` may be fractional (120 per minute is 2.0). Held per process: with several processes each
-    holds it, so divide the rate by the process count, or let the provider's 429 answers slow it further.
+    `per_second` may be fractional (120 per minute is 2.0). One token bucket per key, at the lowest rate among
+    the subscriptions sharing it, for every process of the deployment together (on PostgreSQL it is kept in the
+    database); the provider's 429 answers may still slow it further.
     """
 
     key: str
@@ -225,7 +226,7 @@ class Destination(Protocol):
     Optional members, read when present:
 
     - `secret_options: frozenset[str]`: option names that are credentials (API keys, client secrets). They are
-      stored apart from the other options, never shown back (listings show `***` and the last 4 characters),
+      stored apart from the other options, never shown back (listings show `***`, nothing of them),
       kept on update when not given again, and handed to `deliver` in `context.options`.
     - `timeout: float`: the seconds one `deliver` call may take (default 30, at most 120); it is cancelled
       after that and the attempt is retried with error class `timeout`.

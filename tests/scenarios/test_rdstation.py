@@ -269,7 +269,6 @@ ERROR_BODIES: list[tuple[int, object, str]] = [
     ),
     (400, {"error": "Something went wrong"}, "Something went wrong"),
     (422, {"message": "Unprocessable"}, "Unprocessable"),
-    (400, "<html>oops</html>", "HTTP 400"),
 ]
 
 
@@ -289,6 +288,30 @@ async def test_each_rd_error_body_shape_lands_in_the_attempt_and_rejects(
         assert attempt.response_body == raw.encode()
     found = await client.get_subscription(subscription)
     assert (found.state, found.health.consecutive_failures) == ("active", 0)  # rejections are not failures
+
+
+async def test_answers_that_are_not_rd_are_retried_with_an_alert_not_lost(
+    gateway: Gateway, client: EventBusClient, rd_url: str, double: RDStationDouble
+) -> None:
+    # A firewall's HTML 400 says nothing against the event, and an HTML 200 (a wrong base_url, a captive proxy)
+    # is not RD's `event_uuid`: neither rejects nor counts as sent. Both are retried, and the operator is told.
+    subscription = await rd_subscription(client, rd_url, double)
+    double.fail_next(400, "<html>oops</html>", path="/platform/events")
+    [blocked] = await client.publish([sale()])
+    delivery = await only_delivery(client, subscription, blocked.event_id, "pending")
+    [attempt] = delivery.attempts
+    assert (attempt.status_code, attempt.outcome, attempt.error_class) == (400, "retry", "endpoint")
+    assert attempt.error is not None and "base_url" in attempt.error
+    assert attempt.response_body == b"<html>oops</html>"
+    double.fail_next(200, "<html>Welcome to the portal</html>", path="/platform/events")
+    [portal] = await client.publish([sale(amount=5)])
+    delivery = await only_delivery(client, subscription, portal.event_id, "pending")
+    [attempt] = delivery.attempts
+    assert (attempt.status_code, attempt.outcome, attempt.error_class) == (200, "retry", "endpoint")
+    assert attempt.error is not None and "event_uuid" in attempt.error
+    assert double.events == []
+    found, _ = await client.list_events(patterns=["eventbus.endpoint.failing"])
+    assert {e.event.json_data()["subscription_id"] for e in found} == {subscription}
 
 
 async def test_server_failures_and_auth_failures_are_retried(
@@ -409,8 +432,10 @@ async def test_a_signed_payment_webhook_becomes_an_rd_sale_for_the_buyer(
 async def test_an_abandoned_cart_becomes_the_rd_conversion_carrinho_abandonado(
     gateway: Gateway, client: EventBusClient, rd_url: str, double: RDStationDouble
 ) -> None:
+    api_key = "rd-key-0123456789abcdef"  # longer than 12 characters: still shown as *** alone
+    double.api_keys.add(api_key)
     subscription = await rd_subscription(
-        client, rd_url, double, api_key="rd-api-key", mapping=CART_MAPPING, patterns=["shop.cart.abandoned"]
+        client, rd_url, double, api_key=api_key, mapping=CART_MAPPING, patterns=["shop.cart.abandoned"]
     )
     cart = Event.create(
         type="shop.cart.abandoned",
@@ -430,9 +455,12 @@ async def test_an_abandoned_cart_becomes_the_rd_conversion_carrinho_abandonado(
         {"conversion_identifier": "carrinho-abandonado", "email": "x@example.com", "tags": ["loja"]},
     ]
     assert {r.path for r in double.requests} == {"/platform/conversions"}
-    assert "rd-api-key" not in gateway.logs()
+    assert {r.query["api_key"] for r in double.requests} == {api_key}
+    assert api_key not in gateway.logs()
     shown = await client.get_subscription(subscription)
-    assert shown.options["api_key"] == "***"  # never shown back
+    assert shown.options["api_key"] == "***"  # never shown back, not even its last characters
+    listed, _ = await client.list_subscriptions(kind="rdstation")
+    assert [s.options["api_key"] for s in listed] == ["***"]
 
 
 async def test_an_rd_lead_reaches_a_grpc_consumer_and_a_webhook_endpoint(

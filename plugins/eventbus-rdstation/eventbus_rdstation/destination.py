@@ -3,8 +3,10 @@
 With an API key it posts conversions to `/platform/conversions`; with an OAuth2 app it posts any event type to
 `/platform/events`, keeping the access token (and the rotated refresh token) in a state shared by the
 subscriptions of one authorization (`oauth.py`).
-RD's answers map to results: 2xx success; a refused event (400, 409, 413, 422) is rejected with RD's reason;
-401/403 retry with an alert (credentials or plan); 429 retries after RD's delay; 5xx and the rest retry.
+RD's answers map to results: 2xx with RD's `event_uuid` success; a refused event (400, 409, 413, 422 with an RD
+error body) is rejected with RD's reason; a 2xx without `event_uuid`, or a refusal without an RD error (a proxy's
+page), retries with an alert (`endpoint`); 401/403 retry with an alert (credentials or plan); 429 retries after
+RD's delay; 5xx and the rest retry.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from eventbus_rdstation.rd_errors import describe, parse_errors, rate_limit_dela
 __all__ = ["DEFAULT_BASE_URL", "MAX_BODY_BYTES", "OPTIONS", "RDStationDestination", "Settings"]
 
 DEFAULT_BASE_URL = "https://api.rd.services"
-DEFAULT_RATE_PER_MINUTE = 120  # RD's per-account limit on the Light, Basic and Pro plans (specs.md §3.3)
+# RD's per-account figure for contacts on the Light, Basic and Pro plans (specs.md §3.3); for events unconfirmed.
+DEFAULT_RATE_PER_MINUTE = 120
 MAX_RATE_PER_MINUTE = 10_000
 MAX_BODY_BYTES = 200_000  # "0.2 MB", RD's documented request body limit
 OPTIONS = (
@@ -52,7 +55,7 @@ _OAUTH = ("client_id", "client_secret", "refresh_token")
 _MAX_CREDENTIAL = 4096
 _ACCOUNT = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 _LOOPBACK_NAMES = frozenset({"localhost"})
-# RD explained why it refused this event: retrying the same body cannot help.
+# RD refused this event and explained why (an RD error body): retrying the same body cannot help.
 _REJECTED = frozenset({400, 409, 413, 422})
 # Rejected only when RD explains them (an error_type); bare, they say the URL or protocol is wrong, not the event.
 _REJECTED_WHEN_EXPLAINED = frozenset({404, 405, 406, 415})
@@ -272,15 +275,29 @@ class _Sender:
 def _classify(response: HttpResponse, context: DestinationContext) -> DestinationResult:
     status = response.status
     if 200 <= status < 300:
-        return DestinationResult.success(response=response)
+        if _has_event_uuid(response.body):
+            return DestinationResult.success(response=response)
+        # RD answers every accepted event with its `event_uuid`; a 2xx without one came from something else (a
+        # wrong base_url, a proxy's page), so counting it as sent would lose the event without a word.
+        return DestinationResult.retry(
+            f"HTTP {status} {_unlike_rd(response.body)}, not RD Station's event_uuid: check the subscription's "
+            "base_url (a proxy or another server answered)",
+            response=response,
+            error_class="endpoint",
+            alert=True,
+        )
     why = describe(status, response.body)
-    if status in _REJECTED or (status in _REJECTED_WHEN_EXPLAINED and _explained(response)):
+    if (status in _REJECTED and parse_errors(response.body)) or (
+        status in _REJECTED_WHEN_EXPLAINED and _explained(response)
+    ):
         return DestinationResult.reject(
             f"RD Station refused the event: {why}", response=response, error_class="validation"
         )
-    if status in _REJECTED_WHEN_EXPLAINED:
+    if status in _REJECTED or status in _REJECTED_WHEN_EXPLAINED:
+        # No RD error in the body (an HTML page from a firewall or proxy, an empty body): nothing says the event
+        # is wrong, so rejecting it for good could lose a valid one. Retried, and the operator told at once.
         return DestinationResult.retry(
-            f"RD Station answered {why}: check the subscription's base_url",
+            f"RD Station answered {why}: check the subscription's base_url (a proxy or firewall may be answering)",
             response=response,
             error_class="endpoint",
             alert=True,
@@ -304,6 +321,25 @@ def _classify(response: HttpResponse, context: DestinationContext) -> Destinatio
     return DestinationResult.retry(
         f"RD Station answered {why}", delay=asked, response=response, error_class=error_class
     )
+
+
+def _has_event_uuid(body: bytes) -> bool:
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(answer, dict) and isinstance(answer.get("event_uuid"), str) and bool(answer["event_uuid"])
+
+
+def _unlike_rd(body: bytes) -> str:
+    """What a 2xx body held instead of RD's answer, without quoting it (the attempt keeps the body itself)."""
+    if not body.strip():
+        return "with an empty body"
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return f"with a body that is not JSON ({len(body)} bytes)"
+    return "with a JSON body lacking a string event_uuid"
 
 
 def _explained(response: HttpResponse) -> bool:

@@ -47,6 +47,10 @@ log = structlog.get_logger("eventbus_rdstation")
 STATE_KEY = "oauth"
 DEFAULT_EXPIRES_IN = 86_400  # what RD documents for its access tokens
 MAX_REFRESH_MARGIN = timedelta(minutes=5)
+# How long a refused refresh waits for another process's rotation to reach the store before it alerts, and how often
+# it looks. The winner stores right after RD's answer, so a second or two is ample; a revoked token costs only this.
+RACE_WAIT = 2.0
+RACE_POLL = 0.05
 # Answers of /auth/token that say the credentials themselves were refused (specs.md §3.1-3.2).
 _REFUSAL_TYPES = frozenset({"INVALID_REFRESH_TOKEN", "EXPIRED_CODE_GRANT", "ACCESS_DENIED", "UNAUTHORIZED"})
 
@@ -166,7 +170,8 @@ class TokenKeeper:
         second finds the token the first one stored and uses it. An exchange whose caller was cancelled goes on,
         and whoever gets the lock next takes its answer rather than sending the same refresh token again. A
         refresh RD refuses may mean another process rotated the refresh token meanwhile: the state is read once
-        more before giving up.
+        more before giving up, for a short while (`RACE_WAIT`): the other process may have had RD's answer, which
+        retired our refresh token, but not yet stored it.
         """
         lock = self._locks.setdefault(credentials.fingerprint, asyncio.Lock())
         async with lock:
@@ -181,8 +186,8 @@ class TokenKeeper:
                 used = current.refresh_token if current is not None else credentials.refresh_token
                 outcome = await self._exchange(credentials, context, used, budget)
             if isinstance(outcome, _Refused):
-                again = await load_tokens(context, credentials)
                 seen = {failed, current.access_token if current is not None else None}
+                again = await _newer_tokens(context, credentials, outcome.refresh_token, seen, budget)
                 if again is not None and again.access_token not in seen and again.usable(context.now):
                     return AccessToken(again.access_token, refreshed=True)
                 if again is not None and again.refresh_token != outcome.refresh_token:
@@ -269,6 +274,26 @@ class TokenKeeper:
             delay = rate_limit_delay(response, context.now)
             return DestinationResult.retry(why, delay=delay, response=response, error_class="rate_limited")
         return DestinationResult.retry(why, response=response, error_class="server")
+
+
+async def _newer_tokens(
+    context: DestinationContext, credentials: Credentials, refused: str, seen: set[str | None], budget: float
+) -> StoredTokens | None:
+    """After RD refused `refused`: the chain another process stored meanwhile (a usable access token this attempt
+    has not seen, or another refresh token), waiting up to `RACE_WAIT` for it; else what the state holds.
+
+    RD retires a refresh token when it answers the exchange that used it, so a process that lost the race gets
+    its refusal while the winner may still be on its way to the store. Polled: processes share nothing else.
+    """
+    deadline = asyncio.get_running_loop().time() + min(RACE_WAIT, budget / 4)
+    while True:
+        stored = await load_tokens(context, credentials)
+        newer = stored is not None and (
+            stored.refresh_token != refused or (stored.access_token not in seen and stored.usable(context.now))
+        )
+        if newer or asyncio.get_running_loop().time() >= deadline:
+            return stored
+        await asyncio.sleep(RACE_POLL)
 
 
 def _token_answer(body: bytes) -> tuple[str, float, str | None] | None:

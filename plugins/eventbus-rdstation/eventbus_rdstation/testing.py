@@ -5,22 +5,32 @@ destination's `base_url` at it. From a shell: `python -m eventbus_rdstation.test
 
 Endpoints: `POST /auth/token` (refresh token or single-use code → access token), `POST /platform/events`
 (Bearer), `POST /platform/conversions?api_key=` (CONVERSION only). Documented behaviour it follows: the
-envelope `{"event_type", "event_family": "CDP", "payload"}`; the 400 INVALID_OPTION example verbatim; expired
-tokens answered 401 with `WWW-Authenticate: Bearer realm="https://api.rd.services/", error="expired_token",
-error_description="The access token expired"`; invalid ones 401 UNAUTHORIZED "Invalid token."; CONVERSION needs
-`conversion_identifier` and `email`; success `200 {"event_uuid": ...}`; 120 requests a minute per account.
+envelope `{"event_type", "event_family": "CDP", "payload"}`; the 400 INVALID_OPTION example verbatim (for a bad
+`event_type`); expired tokens answered 401 with `WWW-Authenticate: Bearer realm="https://api.rd.services/",
+error="expired_token", error_description="The access token expired"`; invalid ones 401 UNAUTHORIZED "Invalid
+token."; CONVERSION needs `conversion_identifier` and `email`; success `200 {"event_uuid": ...}` on /platform/events.
 
 UNCONFIRMED facts it assumes (RD does not document them, or only third parties do):
+- a rate limit of 120 requests a minute per account (`rate_limit`; RD documents it for contacts, not events), the
+  429 body `{"error": "Too Many Requests", "max_requests", "current_usage", "remaining_time_ms"}`, one counter per
+  account for both endpoints, counted only for authenticated requests; `Retry-After` only when asked
+  (`retry_after_header`);
 - a refresh returns a NEW refresh token and retires the old one (`rotate_refresh_tokens`, default on);
+- authorization codes are single-use (a secondary source; their 60-minute expiry is not modelled);
 - /auth/token refusals: 401 with `{"errors": {"error_type": "INVALID_REFRESH_TOKEN" | "EXPIRED_CODE_GRANT" |
-  "ACCESS_DENIED", "error_message": ...}}` (the types are seen in RD's clients; status and shape are guesses);
+  "ACCESS_DENIED", "error_message": ...}}` (the types are seen in RD's clients; status and shape are guesses); a
+  grant with neither `refresh_token` nor `code` is a 400 CANNOT_BE_NULL at `$.body.refresh_token` (invented);
 - the body of the expired-token 401 (`UNAUTHORIZED`, "The access token expired"), and a bad `api_key` answered
   like a bad token (401 UNAUTHORIZED);
+- an `event_family` other than CDP is a 400 INVALID_OPTION at `$.body.event_family` (RD documents only that CDP
+  is the one accepted value); a missing payload or required field is CANNOT_BE_NULL, a blank one CANNOT_BE_BLANK,
+  at `$.body.payload.<field>` (types RD uses; these paths are guesses);
 - a body over 0.2 MB is answered 413 (`REQUEST_TOO_LARGE`), not 400;
-- OPPORTUNITY, OPPORTUNITY_LOST and SALE require `email` only; other types nothing;
-- the 429 body `{"error": "Too Many Requests", "max_requests", "current_usage", "remaining_time_ms"}`, one counter
-  per account for both endpoints, counted after authentication; `Retry-After` only when asked (`retry_after_header`);
-- a non-CONVERSION event on /platform/conversions is a 400 INVALID_OPTION with `valid_options: ["CONVERSION"]`.
+- OPPORTUNITY, OPPORTUNITY_LOST and SALE require `email` only; other event types require nothing;
+- /platform/conversions answers `200 {"event_uuid"}` like /platform/events, and a non-CONVERSION event there is a
+  400 INVALID_OPTION with `valid_options: ["CONVERSION"]`.
+Not modelled: OPPORTUNITY "requires an existing contact" (a client's docstring quoting RD): the double accepts an
+OPPORTUNITY for any email.
 """
 
 from __future__ import annotations

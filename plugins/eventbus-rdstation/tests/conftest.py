@@ -1,11 +1,15 @@
-"""The rdstation destination's test rig: the RD API double on a real port, the SSRF-guarded client, a state."""
+"""The rdstation destination's test rig: the RD API double on a real port, the SSRF-guarded client, a state; and a
+real store (SQLite in the test's temp dir, or with EVENTBUS_TEST_STORE=postgresql a fresh PostgreSQL schema)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import eventbus_rdstation
 import pytest
@@ -18,6 +22,8 @@ from eventbus.egress.client import EgressClient
 from eventbus.egress.ssrf import DestinationPolicy
 from eventbus.model import Event, ExtensionValue, StoredEvent
 from eventbus.plugin import Delivery, DestinationContext, DestinationResult, Plugins, load_plugins
+from eventbus.store import open_store
+from eventbus.store.base import Store
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 CONVERSION = {
@@ -206,3 +212,52 @@ async def egress() -> AsyncIterator[EgressClient]:
 @pytest.fixture
 def rig(double: RDStationDouble, rd_url: str, egress: EgressClient) -> Rig:
     return Rig(double, rd_url, egress)
+
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+async def store_url(tmp_path: Path) -> AsyncIterator[str]:
+    """Where the test's store lives: a SQLite file in its temp dir, or with EVENTBUS_TEST_STORE=postgresql a schema
+    of the local `test` database made for it and dropped after it (skipped when PostgreSQL is down)."""
+    backend = os.environ.get("EVENTBUS_TEST_STORE", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'eventbus.db'}"
+        return
+    if backend not in ("postgresql", "postgres"):
+        raise pytest.UsageError(f"EVENTBUS_TEST_STORE={backend!r}: use 'sqlite' or 'postgresql'")
+    import asyncpg
+
+    try:
+        admin = await asyncpg.connect(f"{PG_SERVER}/postgres", timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = 'test'"):
+            try:
+                await admin.execute("CREATE DATABASE test")
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another session made it first
+    finally:
+        await admin.close()
+    schema = f"t_{uuid.uuid4().hex}"
+    try:
+        yield f"{PG_SERVER}/test?schema={schema}"
+    finally:
+        conn = await asyncpg.connect(f"{PG_SERVER}/test", timeout=5)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The store `eventbus serve` would use, at `store_url`, opened."""
+    opened = open_store(store_url)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -50,12 +50,13 @@ SHAPES = {
         "HTTP 400: invalid_request: Missing field",
     ),
     "message": ({"message": "Internal validation failed"}, "HTTP 400: Internal validation failed"),
-    "html": (
-        "<html><body>Bad Request</body></html>",
-        "HTTP 400 with an unreadable body (37 bytes, not an RD error document)",
-    ),
-    "empty": ("", "HTTP 400 with an empty body"),
-    "json but no error": ([1, 2, 3], "HTTP 400 with an unreadable body (9 bytes, not an RD error document)"),
+}
+# Refusals with no RD error in them: a firewall's or proxy's page, not RD judging the event.
+NOT_RD = {
+    "html": ("<html><body>Bad Request</body></html>", "with an unreadable body (37 bytes, not an RD error document)"),
+    "empty": ("", "with an empty body"),
+    "json but no error": ([1, 2, 3], "with an unreadable body (9 bytes, not an RD error document)"),
+    "json object but no error": ({"status": "blocked"}, "with an unreadable body (21 bytes, not an RD error document)"),
 }
 
 
@@ -72,6 +73,64 @@ async def test_each_error_shape_lands_in_the_rejection(rig: Rig, shape: str) -> 
     assert (result.outcome, result.error_class, result.status_code) == (Outcome.REJECT, "validation", 400)
     assert result.reason == f"RD Station refused the event: {text}"
     assert result.response is not None and result.response.status == 400
+
+
+@pytest.mark.parametrize("status", [400, 409, 413, 422])
+@pytest.mark.parametrize("shape", NOT_RD)
+async def test_a_refusal_without_an_rd_error_is_retried_with_an_alert(rig: Rig, shape: str, status: int) -> None:
+    body, text = NOT_RD[shape]
+    result = await answer(rig, status, body)
+
+    assert (result.outcome, result.error_class, result.alert, result.status_code) == (
+        Outcome.RETRY,
+        "endpoint",
+        True,
+        status,
+    )
+    assert result.reason == (
+        f"RD Station answered HTTP {status} {text}: check the subscription's base_url (a proxy or firewall may be "
+        "answering)"
+    )
+    assert result.response is not None and result.response.status == status
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("<html><body>Welcome</body></html>", "with a body that is not JSON (33 bytes)"),
+        ("", "with an empty body"),
+        ({"ok": True}, "with a JSON body lacking a string event_uuid"),
+        ({"event_uuid": 42}, "with a JSON body lacking a string event_uuid"),
+        ({"event_uuid": ""}, "with a JSON body lacking a string event_uuid"),
+        (["event_uuid"], "with a JSON body lacking a string event_uuid"),
+    ],
+)
+@pytest.mark.parametrize("status", [200, 201])
+async def test_a_2xx_without_rd_event_uuid_is_retried_with_an_alert(
+    rig: Rig, body: object, text: str, status: int
+) -> None:
+    result = await answer(rig, status, body)
+
+    assert (result.outcome, result.error_class, result.alert, result.status_code) == (
+        Outcome.RETRY,
+        "endpoint",
+        True,
+        status,
+    )
+    assert result.reason == (
+        f"HTTP {status} {text}, not RD Station's event_uuid: check the subscription's base_url (a proxy or another "
+        "server answered)"
+    )
+
+
+async def test_a_204_or_a_2xx_on_the_conversions_endpoint_without_event_uuid_is_retried_too(rig: Rig) -> None:
+    no_content = await answer(rig, 204)
+    rig.double.fail_next(200, "<html>portal</html>", path="/platform/conversions")
+    conversion = await rig.deliver(rig.api_key_options())
+
+    assert (no_content.outcome, no_content.error_class, no_content.alert) == (Outcome.RETRY, "endpoint", True)
+    assert (conversion.outcome, conversion.error_class, conversion.alert) == (Outcome.RETRY, "endpoint", True)
+    assert rig.double.events == []  # nothing reached the double's own (accepting) handler
 
 
 @pytest.mark.parametrize("status", [409, 413, 422])
