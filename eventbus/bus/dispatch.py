@@ -19,7 +19,7 @@ import structlog
 from eventbus import tracing
 from eventbus.bus.health import system_events
 from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
-from eventbus.bus.ratelimit import SendLimits, TokenBucket
+from eventbus.bus.ratelimit import SendLimits, TokenBucket, shared_rate
 from eventbus.bus.service import Bus
 from eventbus.bus.settlement import decide
 from eventbus.clock import first_of
@@ -66,7 +66,7 @@ class Dispatcher:
         self._sends: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
         self._total_in_flight = 0
-        self._rates = SendLimits()  # per-process rate limits (PostgreSQL adds cross-process grants)
+        self._rates = SendLimits()  # this process's rate limits (PostgreSQL grants them across processes too)
         self._slot_freed: dict[str, asyncio.Event] = {}  # per subscription: one of its slots (or global room) freed
         # A store shared by many processes (PostgreSQL) grants every send, so that a subscription's concurrency and
         # rate limits hold across all of them; SQLite has one process per file and the limits here are exact.
@@ -328,6 +328,7 @@ class Dispatcher:
                 rate=subscription.rate_limit,
                 sending_for=kind.attempt_timeout(subscription) + self.settings.lease_margin / 2,
                 now=self.bus.clock.now(),
+                shared=shared_rate(subscription, kind),
             )
         except asyncio.CancelledError:  # shutting down: nothing was sent
             self._count(subscription_id, -len(claimed))

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from eventbus.bus.kinds import DeliveryKind
 from eventbus.store.base import Subscription
+from eventbus.store.limits import SharedRate
 
 
 class TokenBucket:
@@ -44,14 +45,27 @@ class TokenBucket:
         return now + timedelta(seconds=missing / self.rate)
 
 
+def shared_rate(subscription: Subscription, kind: DeliveryKind) -> SharedRate | None:
+    """The rate `kind` shares between this subscription and others by key, as a store grant asks for it."""
+    shared = kind.shared_rate_limit(subscription)
+    if shared is None:
+        return None
+    return SharedRate(f"{kind.name}\n{shared[0]}", shared[1], subscription.updated_at or subscription.created_at)
+
+
 class SendLimits:
-    """The token buckets a send must fit, per process: a subscription's own `rate_limit`, and one a kind shares
-    between subscriptions by key (e.g. one provider account) at the lowest rate any of them asks for."""
+    """The token buckets a send must fit in this process: a subscription's own `rate_limit`, and one a kind shares
+    between subscriptions by key (e.g. one provider account) at the lowest rate any of them asks for.
+
+    They are exact with a store of one process (SQLite). A store shared by many (PostgreSQL) grants each send
+    against the same buckets kept in the database (`SharedSendLimits`); these then only keep one process from
+    asking for more than the limits could ever grant."""
 
     def __init__(self) -> None:
         self._own: dict[str, TokenBucket] = {}
         self._shared: dict[tuple[str, str], TokenBucket] = {}
         self._shared_rates: dict[tuple[str, str], dict[str, float]] = {}  # by key: each subscription's rate
+        self._member_of: dict[str, tuple[str, str]] = {}  # by subscription: the key its rate counts for
 
     def of(self, subscription: Subscription, kind: DeliveryKind, now: datetime) -> list[TokenBucket]:
         buckets = []
@@ -59,8 +73,14 @@ class SendLimits:
         if own is not None:
             buckets.append(own)
         shared = kind.shared_rate_limit(subscription)
+        was = self._member_of.get(subscription.id)
+        if was is not None and (shared is None or was != (kind.name, shared[0])):
+            # Its options changed (another key, or none): its old rate no longer holds the old key back.
+            self._shared_rates[was].pop(subscription.id, None)
+            del self._member_of[subscription.id]
         if shared is not None:
             key, rate = (kind.name, shared[0]), shared[1]
+            self._member_of[subscription.id] = key
             # A change of rate keeps the tokens already spent (a bucket is never refilled by a change).
             rates = self._shared_rates.setdefault(key, {})
             rates[subscription.id] = rate
@@ -76,8 +96,9 @@ class SendLimits:
     def forget(self, subscription_id: str) -> None:
         """The subscription stopped (paused, deleted): its bucket goes, its rate no longer holds others back."""
         self._own.pop(subscription_id, None)
-        for rates in self._shared_rates.values():
-            rates.pop(subscription_id, None)
+        key = self._member_of.pop(subscription_id, None)
+        if key is not None:
+            self._shared_rates[key].pop(subscription_id, None)
 
     def _own_bucket(self, subscription: Subscription, now: datetime) -> TokenBucket | None:
         if not subscription.rate_limit:
