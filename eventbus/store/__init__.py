@@ -27,8 +27,15 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(sqlite_path(url))
     if scheme in ("postgresql", "postgres"):
-        from eventbus.store.postgres import PostgresStore
-
+        try:
+            from eventbus.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "asyncpg":
+                raise
+            # A usage error (`eventbus serve` exits 2 with this one line), not a traceback.
+            raise InvalidArgumentError.for_field(
+                "store", f"{scheme}:// needs asyncpg, which is not installed: pip install 'eventbus[postgres]'"
+            ) from None
         return PostgresStore(url)
     raise InvalidArgumentError.for_field(
         "store", f"{url!r}: unknown store scheme {scheme!r} (use sqlite:///... or postgresql://...)"

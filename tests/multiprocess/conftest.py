@@ -71,6 +71,7 @@ class Cluster:
     """The processes sharing one schema, and what they logged (JSON lines)."""
 
     store: str
+    schema: str  # in the `test` database of PG_SERVER: a test reads the shared tables there to check them
     processes: list[ServerProcess]
 
     def attempts_by_process(self, subscription_id: str) -> list[int]:
@@ -99,7 +100,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         pytest.skip(
             f"PostgreSQL at 127.0.0.1:5432 is not reachable ({type(exc).__name__}: {exc}): the multi-process "
-            "tests need it (start it as DEVELOPERS.md says)"
+            "tests need it (start it as README.md, Development, says)"
         )
     store = f"{PG_SERVER}/{PG_DATABASE}?schema={schema}"
     folder = tmp_path_factory.mktemp("multiprocess")
@@ -118,7 +119,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                         if other is not future and other.exception() is None:
                             started.append(other.result())
                     raise
-        yield Cluster(store, started)
+        yield Cluster(store, schema, started)
     finally:
         for process in started:
             if process.process.poll() is None:

@@ -1,25 +1,34 @@
 """PostgreSQL-only checks: commit order equals seq order (the append lock), subscriptions created during an append,
-matcher caches of other processes, seqs never reused after pruning, NOTIFY between processes.
+matcher caches of other processes, seqs never reused after pruning, NOTIFY between processes, polling when a NOTIFY
+is lost, a stalled append lock holder ended by the server, the pool's acquire timeout.
 
-Skipped unless the `store` fixture is a `PostgresStore` (EVENTBUS_TEST_STORE=postgresql).
+Those are skipped unless the `store` fixture is a `PostgresStore` (EVENTBUS_TEST_STORE=postgresql); the checks of
+the store URL's parameters and of a missing asyncpg run on either backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from eventbus.bus.service import Bus
+from eventbus.bus.session import GroupSession
 from eventbus.clock import ManualClock
+from eventbus.errors import InvalidArgumentError, UnavailableError
+from eventbus.store import open_store
 from eventbus.store.base import EventQuery, StartPosition, Store
 from eventbus.store.postgres import PostgresStore
 from eventbus.store.postgres.access import APPEND_LOCK
-from eventbus.store.postgres.core import parse_url
+from eventbus.store.postgres.core import PgOptions, parse_options, parse_url
 from eventbus.store.postgres.pg_events import append_in
 from tests.conftest import store_url
 from tests.store.support import DEDUP_WINDOW, append, group_spec, lease, order, run_backfill, subscribe
@@ -194,3 +203,172 @@ async def test_an_append_in_one_process_wakes_waiters_in_another(
         assert waiter.is_set()
     finally:
         await other.close()
+
+
+# -- server-side guards -----------------------------------------------------------------------------------------
+
+
+async def test_a_stalled_append_lock_holder_is_ended_by_the_server(
+    pg: PostgresStore, clock: ManualClock, tmp_path: Path
+) -> None:
+    # Another process, whose store ends sessions idle in a transaction after 0.5 s, takes the append lock mid-append
+    # and stalls there (SIGSTOP, a network cut): every append of every process waits for that lock.
+    stalled_store = PostgresStore(f"{store_url(tmp_path)}&idle_in_transaction_timeout=0.5")
+    await stalled_store.open()
+    locked, resume = asyncio.Event(), asyncio.Event()
+
+    async def stalled_append() -> None:
+        async with stalled_store._tx() as conn:
+            await append_in(conn, [order("o-1")], now=clock.now(), not_before=None, window=DEDUP_WINDOW)
+            locked.set()
+            await resume.wait()  # idle in the transaction, holding the lock
+
+    stalled = asyncio.create_task(stalled_append())
+    try:
+        await locked.wait()
+        started = time.monotonic()
+        # Without the guard this append waits for the stalled process or for command_timeout (60 s).
+        (outcome,) = await asyncio.wait_for(append(pg, clock, order("o-2")), 10)
+        assert time.monotonic() - started >= 0.4  # it did wait: for the server to end the idle session
+        assert outcome.seq == 1  # the stalled append was rolled back: its seq is allocated again
+        resume.set()
+        with pytest.raises(UnavailableError):  # the stalled process, resumed, is told its append failed
+            await stalled
+        assert [e.event.id for e in await pg.list_events(EventQuery())] == ["o-2"]
+    finally:
+        resume.set()
+        await asyncio.gather(stalled, return_exceptions=True)
+        await stalled_store.close()
+
+
+async def test_an_operation_finding_no_free_connection_is_answered_unavailable(
+    pg: PostgresStore, clock: ManualClock, tmp_path: Path, raw: list[asyncpg.Connection]
+) -> None:
+    name = f"eventbus-test-{uuid.uuid4().hex[:12]}"  # finds the pool's one connection among the server's backends
+    small = PostgresStore(f"{store_url(tmp_path)}&pool=1&acquire_timeout=0.2&application_name={name}")
+    await small.open()
+    pid = await raw[1].fetchval("SELECT pid FROM pg_stat_activity WHERE application_name = $1", name)
+    holder = raw[0]
+    held = holder.transaction()
+    await held.start()
+    await holder.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    finished = False
+    try:
+        # The pool's one connection waits for the append lock, inside this append.
+        waiting = asyncio.create_task(append(small, clock, order("o-1")))
+        await _wait_for_append_lock_waiter(raw[1], pid)
+        with pytest.raises(UnavailableError, match=r"no database connection within 0\.2 s \(all 1 of the pool"):
+            await asyncio.wait_for(small.last_seq(), 10)  # without a timeout: until the append ends
+        with pytest.raises(UnavailableError, match="no database connection"):
+            await asyncio.wait_for(small.ping(), 10)  # what /readyz asks
+        await held.rollback()
+        finished = True
+        (outcome,) = await waiting
+        assert outcome.seq == 1
+        assert await small.last_seq() == 1  # the connection is free again
+    finally:
+        if not finished:
+            await held.rollback()
+        await small.close()
+
+
+# -- polling is the truth ---------------------------------------------------------------------------------------
+
+
+class WatchedClock(ManualClock):
+    """A manual clock that tells when someone sleeps on it: a stream parked until its next poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = asyncio.Event()
+
+    async def sleep_until(self, moment: datetime) -> None:
+        if moment > self.now():
+            self.sleeping.set()
+        await super().sleep_until(moment)
+
+
+async def test_a_stream_gets_an_event_at_its_next_poll_when_the_notify_is_lost(
+    pg: PostgresStore, tmp_path: Path
+) -> None:
+    clock = WatchedClock()
+    subscription = await subscribe(pg, clock)
+    await pg._stop_listening()  # this process hears no NOTIFY from the other one
+    other = PostgresStore(store_url(tmp_path))
+    await other.open()
+    bus = Bus(pg, clock=clock)
+    session = GroupSession(bus, subscription, created=False, max_in_flight=10, ack_deadline=timedelta(seconds=30))
+    try:
+        batch = asyncio.create_task(session.next_batch())
+        await asyncio.wait_for(clock.sleeping.wait(), 10)  # nothing to lease: parked until the poll
+        await append(other, clock, order("o-1"))  # committed in the other process; its NOTIFY reaches nobody here
+        assert not batch.done()
+        clock.advance(bus.settings.poll_every)
+        leased = await asyncio.wait_for(batch, 10)
+        assert [d.event.event.id for d in leased] == ["o-1"]
+    finally:
+        await session.close()
+        await other.close()
+
+
+# -- the store URL --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("schema", ""),
+        ("schema", "Billing"),
+        ("schema", "1st"),
+        ("schema", "a;drop"),
+        ("schema", "a" * 64),
+        ("pool", "0"),
+        ("pool", "101"),
+        ("pool", "ten"),
+        ("pool", ""),
+        ("acquire_timeout", "0"),
+        ("acquire_timeout", "-1"),
+        ("acquire_timeout", "10s"),
+        ("acquire_timeout", "601"),
+        ("acquire_timeout", "nan"),
+        ("idle_in_transaction_timeout", "0.05"),
+        ("idle_in_transaction_timeout", "30s"),
+        ("idle_in_transaction_timeout", "86401"),
+        ("idle_in_transaction_timeout", ""),
+    ],
+)
+def test_a_bad_store_url_parameter_is_refused_naming_it(parameter: str, value: str) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        open_store(f"postgresql://eventbus@db.example:5432/events?{parameter}={value}")
+    assert refused.value.message.startswith(f"store: {parameter}: ")
+    assert [v.field for v in refused.value.violations] == ["store"]
+
+
+def test_the_store_url_parameters_are_taken_off_the_connection_url() -> None:
+    options = parse_options(
+        "postgresql://eventbus@db.example:5432/events?schema=tenant_1&pool=3&sslmode=require"
+        "&acquire_timeout=2.5&idle_in_transaction_timeout=0"
+    )
+    assert options == PgOptions("postgresql://eventbus@db.example:5432/events?sslmode=require", "tenant_1", 3, 2.5, 0)
+    assert options.server_settings() == {"idle_in_transaction_session_timeout": "0", "search_path": "tenant_1"}
+    defaults = parse_options("postgresql://eventbus@db.example/events")
+    assert (defaults.pool, defaults.acquire_timeout) == (10, 10.0)
+    assert defaults.server_settings() == {"idle_in_transaction_session_timeout": "30000"}
+
+
+def test_a_postgresql_store_without_asyncpg_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    # A Python where asyncpg cannot be imported (the `postgres` extra not installed).
+    program = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "from eventbus.cli import main\n"
+        "raise SystemExit(main(['serve', '--store', 'postgresql://eventbus@127.0.0.1:1/events',"
+        " '--grpc-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "eventbus serve: store: postgresql:// needs asyncpg, which is not installed: pip install 'eventbus[postgres]'"
+    )

@@ -35,6 +35,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # A connection lost mid-operation (the server crashed) can leave asyncpg's protocol in a state where the pool's
     # reset on release fails with "cannot switch to state ..., another operation is in progress" (crash harness).
     asyncpg.InternalClientError,
+    # The server ended a session left idle in a transaction (idle_in_transaction_session_timeout): the process
+    # stalled; its transaction was rolled back.
+    asyncpg.IdleInTransactionSessionTimeoutError,
     ConnectionError,
     OSError,
 )
@@ -46,6 +49,7 @@ class PgAccess:
     wakeups: Wakeups
     _pool: asyncpg.Pool | None
     _origin: str  # names this store instance in NOTIFY payloads
+    _acquire_timeout: float  # seconds to wait for a pooled connection (the URL's ?acquire_timeout=)
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -53,19 +57,37 @@ class PgAccess:
         return self._pool
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        """One transaction (READ COMMITTED); committed when the block ends without an exception."""
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, waited for at most `_acquire_timeout`: with every connection held (a burst, a
+        stalled lock holder) a caller is answered UNAVAILABLE, retryable, instead of waiting without end."""
         pool = self._require_pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                yield cast(asyncpg.Connection, conn)  # a pool's proxy: every Connection method, forwarded
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError as exc:
+            raise UnavailableError(
+                f"store unavailable: no database connection within {self._acquire_timeout:g} s "
+                f"(all {pool.get_max_size()} of the pool in use, or the server slow to accept one)"
+            ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise UnavailableError(f"store unavailable: {exc}") from exc
+        try:
+            yield cast(asyncpg.Connection, conn)  # a pool's proxy: every Connection method, forwarded
+        finally:
+            await pool.release(conn)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction (READ COMMITTED); committed when the block ends without an exception."""
+        try:
+            async with self._connection() as conn, conn.transaction():
+                yield conn
         except CONNECTION_ERRORS as exc:
             raise UnavailableError(f"store unavailable: {exc}") from exc
 
     async def _read(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        pool = self._require_pool()
         try:
-            return list(await pool.fetch(sql, *args))
+            async with self._connection() as conn:
+                return list(await conn.fetch(sql, *args))
         except CONNECTION_ERRORS as exc:
             raise UnavailableError(f"store read failed: {exc}") from exc
 

@@ -13,6 +13,7 @@ from eventbus.clock import to_micros
 from eventbus.model import Event, StoredEvent
 from eventbus.store.base import AppendOutcome, EventQuery
 from eventbus.store.postgres.access import APPEND_LOCK, CHANGED_SETTING, PgAccess
+from eventbus.store.postgres.pg_batch import AppendBatcher
 from eventbus.store.rows import EVENT_COLUMNS, event_from_row
 from eventbus.store.sqlite_fanout import (
     INSERT_DELIVERY,
@@ -63,6 +64,18 @@ _OPEN_KEYS = (
 _VERSION = (
     "SELECT v.version, v.tableoid::bigint, current_database(), inet_server_addr()::text, inet_server_port(), "
     "current_setting($1, true) FROM subscriptions_version v"
+)
+# Retention of events: the oldest events past the cutoff that no backfill has still to read and no delivery refers to.
+_PRUNABLE_CONDITIONS = (
+    "e.received_at < $1 AND e.seq < (SELECT COALESCE(MIN(backfill_next_seq), 9223372036854775807) "
+    "FROM subscriptions WHERE backfill_next_seq IS NOT NULL AND state != 'deleted') "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)"
+)
+_PRUNABLE_EVENTS = f"SELECT e.seq FROM events e WHERE {_PRUNABLE_CONDITIONS} ORDER BY e.seq LIMIT $2"
+# The seqs come as `ARRAY(SELECT unnest($2))`, not `$2`: given the array itself, the planner knows its length and
+# chose a scan of the whole table (every row read under the append lock); not knowing it, it looks each seq up.
+_DELETE_EVENTS = (
+    f"DELETE FROM events e WHERE e.seq = ANY(ARRAY(SELECT unnest($2::bigint[]))) AND {_PRUNABLE_CONDITIONS}"
 )
 _CACHE_SIZE = 64
 # Compiled matchers by store (see `_VERSION`): (version, matchers). Shared by every connection of the process.
@@ -166,6 +179,8 @@ async def append_in(
 class EventOperations(PgAccess):
     """Append, read and prune the log. Mixed into `PostgresStore`."""
 
+    _appends: AppendBatcher | None  # this process's appends in shared transactions (`pg_batch`)
+
     async def append(
         self,
         events: Sequence[Event],
@@ -175,11 +190,25 @@ class EventOperations(PgAccess):
         dedup_window: timedelta,
         only_subscription: str | None = None,
     ) -> list[AppendOutcome]:
-        if not events and only_subscription is None:
+        if only_subscription is not None:  # a test send: its own transaction, to its one subscription
+            return await self._append_transaction(events, now, not_before, dedup_window, only_subscription)
+        if not events:
             return []
+        if self._appends is None:
+            self._appends = AppendBatcher(self._append_transaction)
+        return await self._appends.append(events, now=now, not_before=not_before, window=dedup_window)
+
+    async def _append_transaction(
+        self,
+        events: Sequence[Event],
+        now: datetime,
+        not_before: datetime | None,
+        window: timedelta,
+        only_subscription: str | None = None,
+    ) -> list[AppendOutcome]:
         async with self._tx() as conn:
             outcomes, touched = await append_in(
-                conn, events, now=now, not_before=not_before, window=dedup_window, only_subscription=only_subscription
+                conn, events, now=now, not_before=not_before, window=window, only_subscription=only_subscription
             )
             await self._announce(conn, touched)
         self.wakeups.notify(touched)
@@ -218,6 +247,8 @@ class EventOperations(PgAccess):
 
     async def prune(self, *, older_than: datetime, limit: int) -> int:
         cutoff = to_micros(older_than)
+        # Attempts and finished deliveries first, in a transaction of their own: they need no append lock, and their
+        # row locks are not held while the events' part waits for it.
         async with self._tx() as conn:
             # The outer conditions repeat the inner ones: a row changed meanwhile (a resend revives a finished
             # delivery) is checked again in its new version, and kept. `= ANY(ARRAY(...))` keeps the plan a limited
@@ -238,18 +269,19 @@ class EventOperations(PgAccess):
                 limit,
             )
             removed += affected_rows(status)
-            # Events a subscription's unfinished backfill (a join at earliest, a seek) still has to read are kept;
-            # the lock orders this after any create or seek that set a backfill start, and any backfill batch.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
-            status = await conn.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < $1 AND seq < "
-                "(SELECT COALESCE(MIN(backfill_next_seq), 9223372036854775807) FROM subscriptions "
-                "WHERE backfill_next_seq IS NOT NULL AND state != 'deleted') AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) ORDER BY seq LIMIT $2)",
-                cutoff,
-                limit,
-            )
-            removed += affected_rows(status)
+        async with self._tx() as conn:
+            # Events a subscription's unfinished backfill (a join at earliest, a seek) still has to read are kept,
+            # and so are events a delivery still refers to. The candidates are found without the append lock (the
+            # scan may pass many kept rows); only the delete, which checks every condition again by key, runs under
+            # it. That is safe: the lock orders the delete after any create or seek that set a backfill start, any
+            # backfill batch and any append that fanned out, and in READ COMMITTED the delete's snapshot is taken
+            # after the lock was granted, so it sees what they committed. Appends wait for the delete and the
+            # commit only: a batch of 5,000 deletes by key (of 50,000 events, 5,000 rows read: 12-25 ms measured).
+            seqs = [row[0] for row in await conn.fetch(_PRUNABLE_EVENTS, cutoff, limit)]
+            if seqs:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+                status = await conn.execute(_DELETE_EVENTS, cutoff, seqs)
+                removed += affected_rows(status)
         return removed
 
 
