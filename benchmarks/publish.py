@@ -59,7 +59,7 @@ def durable_store() -> str:
         return "the store BENCH_STORE names"
     if choice.kind == "sqlite":
         return "SQLite WAL, synchronous=FULL, group commit"
-    return f"PostgreSQL, one transaction per call, {choice.processes} eventbus process(es)"
+    return f"PostgreSQL, calls arriving together share a transaction, {choice.processes} eventbus process(es)"
 
 
 UNARY = PublishLoad(processes=2, concurrency=32, events_per_call=1, data_bytes=1024)
