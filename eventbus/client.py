@@ -33,7 +33,9 @@ from eventbus.client_values import (
     DeliveryExplanation,
     DeliveryStatus,
     HealthStatus,
+    RawRequestStatus,
     SubscriptionStatus,
+    raw_request_from_proto,
 )
 from eventbus.errors import InvalidArgumentError, UnavailableError
 from eventbus.grpc.convert import (
@@ -91,6 +93,12 @@ def _group_status(group: admin_pb2.Group) -> GroupStatus:
         oldest_pending_age=group.oldest_pending_age.ToTimedelta() if group.HasField("oldest_pending_age") else None,
         active_streams=group.active_streams,
     )
+
+
+def _event_request(event_id: str | None, source: str | None, id: str | None) -> eventbus_pb2.GetEventRequest:
+    if event_id:
+        return eventbus_pb2.GetEventRequest(event_id=event_id)
+    return eventbus_pb2.GetEventRequest(source_id=eventbus_pb2.EventRef(source=source or "", id=id or ""))
 
 
 class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls, TypeCalls):
@@ -199,11 +207,16 @@ class EventBusClient(SubscriptionCalls, KeyCalls, SourceCalls, TypeCalls):
     async def get_event(
         self, event_id: str | None = None, *, source: str | None = None, id: str | None = None
     ) -> StoredEvent:
-        if event_id:
-            request = eventbus_pb2.GetEventRequest(event_id=event_id)
-        else:
-            request = eventbus_pb2.GetEventRequest(source_id=eventbus_pb2.EventRef(source=source or "", id=id or ""))
-        return stored_event_from_proto(await self._call(self.stub.GetEvent, request))
+        return stored_event_from_proto(await self._call(self.stub.GetEvent, _event_request(event_id, source, id)))
+
+    async def get_event_detail(
+        self, event_id: str | None = None, *, source: str | None = None, id: str | None = None
+    ) -> tuple[StoredEvent, RawRequestStatus | None]:
+        """The event and the raw `/hooks` request it came from (None: it did not come through `/hooks`, or the
+        request was pruned). `Admin.GetEvent`: needs the `admin` scope, where `get_event` needs `subscribe`."""
+        detail = await self._call(self.admin.GetEvent, _event_request(event_id, source, id))
+        raw = raw_request_from_proto(detail.raw_request) if detail.HasField("raw_request") else None
+        return stored_event_from_proto(detail.event), raw
 
     async def list_events(
         self,
@@ -298,6 +311,7 @@ __all__ = [
     "HealthStatus",
     "KeyStatus",
     "NewKey",
+    "RawRequestStatus",
     "SourceStatus",
     "Subscription",
     "SubscriptionStatus",

@@ -1,4 +1,5 @@
-"""What the client's Admin calls return: plain frozen dataclasses for subscriptions, deliveries and attempts."""
+"""What the client's Admin calls return: plain frozen dataclasses for subscriptions, deliveries, attempts and raw
+inbound requests."""
 
 from __future__ import annotations
 
@@ -114,6 +115,20 @@ class DeliveryExplanation:
     delivery: DeliveryStatus | None
 
 
+@dataclass(frozen=True, slots=True)
+class RawRequestStatus:
+    """The `POST /hooks/{source}` request an event came from, as the gateway kept it (redacted when stored)."""
+
+    request_id: str
+    received_at: datetime
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]  # names with their values redacted
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    remote: str | None
+
+
 def _time(message: Any, name: str) -> datetime | None:
     return from_timestamp(getattr(message, name)) if message.HasField(name) else None
 
@@ -211,4 +226,17 @@ def explanation_from_proto(message: pb.Explanation) -> DeliveryExplanation:
         verdict=message.verdict,
         reasons=tuple(message.reasons),
         delivery=delivery_from_proto(message.delivery) if message.HasField("delivery") else None,
+    )
+
+
+def raw_request_from_proto(message: pb.RawRequest) -> RawRequestStatus:
+    return RawRequestStatus(
+        request_id=message.request_id,
+        received_at=from_timestamp(message.received_at),
+        method=message.method,
+        path=message.path,
+        query=tuple((h.name, h.value) for h in message.query),
+        headers=tuple((h.name, h.value) for h in message.headers),
+        body=message.body,
+        remote=message.remote if message.HasField("remote") else None,
     )

@@ -8,6 +8,8 @@ import dataclasses
 import ipaddress
 import json
 import os
+import pty
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -77,6 +79,40 @@ async def cli(address: str, *args: str) -> Run:
     out, err = await asyncio.wait_for(process.communicate(), WAIT)
     assert process.returncode is not None
     return Run(process.returncode, out.decode(), err.decode())
+
+
+async def on_a_terminal(address: str, *args: str) -> str:
+    """The command's output when stdout is a terminal (a pseudo-terminal here)."""
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventbus", *args, "--server", address, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    assert await asyncio.wait_for(process.wait(), WAIT) == 0
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    return output.decode().replace("\r\n", "\n")
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The rows of a table `print_rows` drew, by the columns of its header (a cell may be empty or hold spaces)."""
+    header, *lines = text.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    bounds = [*starts[1:], None]
+    return [
+        {name: line[start:end].strip() for name, start, end in zip(names, starts, bounds, strict=True)}
+        for line in lines
+    ]
 
 
 @pytest.fixture
@@ -152,9 +188,25 @@ async def test_endpoint_lifecycle(address: str) -> None:
         0,
     )
 
-    listed, shown = await asyncio.gather(cli(address, "endpoints", "list"), cli(address, "endpoints", "show", endpoint))
+    listed, shown, table = await asyncio.gather(
+        cli(address, "endpoints", "list"),
+        cli(address, "endpoints", "show", endpoint),
+        on_a_terminal(address, "endpoints", "list"),
+    )
     assert [row["id"] for row in listed.lines()] == [endpoint]
     assert "secret" not in shown.json() and shown.json()["state"] == "active"
+    # On a terminal: a table, not JSON.
+    assert parse_table(table) == [
+        {
+            "ID": endpoint,
+            "URL": "http://127.0.0.1:9/hook",
+            "STATE": "active",
+            "PATTERNS": "order.*",
+            "CIRCUIT": "closed",
+            "PENDING": "0",
+            "DEAD": "0",
+        }
+    ]
 
     paused = (await cli(address, "endpoints", "pause", endpoint)).json()
     assert (paused["state"], paused["state_reason"]) == ("paused", "paused by an operator")
@@ -195,6 +247,18 @@ async def test_deliveries_after_a_successful_delivery(
     listing = await cli(address, "deliveries", "list", "--subscription", endpoint, "--state", "succeeded")
     [row] = listing.lines()
     assert (row["event_id"], row["state"], row["attempt_count"]) == (published.event_id, "succeeded", 1)
+    table = await on_a_terminal(address, "deliveries", "list", "--subscription", endpoint)
+    assert parse_table(table) == [
+        {
+            "ID": row["id"],
+            "SUBSCRIPTION_ID": endpoint,
+            "EVENT_ID": published.event_id,
+            "STATE": "succeeded",
+            "ATTEMPT_COUNT": "1",
+            "NEXT_ATTEMPT_AT": "-",
+            "LAST_ERROR": "-",
+        }
+    ]
     by_id, by_source, shown, why = await asyncio.gather(
         cli(address, "deliveries", "list", "--event", published.event_id),
         cli(address, "deliveries", "list", "--source", "/shop", "--id", "o-1"),

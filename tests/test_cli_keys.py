@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from eventbus.runtime import EventBusServer
-from tests.test_cli_endpoints import cli
+from tests.test_cli_endpoints import cli, on_a_terminal, parse_table
 
 
 @pytest.fixture
@@ -32,8 +32,17 @@ async def test_create_list_revoke(server: EventBusServer, address: str) -> None:
     listed = await cli(address, "keys", "list", "--api-key", key, "--json")
     assert [row["id"] for row in listed.lines()] == [created["id"], shop["id"]]
     assert all("key" not in row for row in listed.lines())
+    table = await on_a_terminal(address, "keys", "list", "--api-key", key)
+    rows = parse_table(table)  # on a terminal: a table, not JSON
+    assert [(r["ID"], r["NAME"], r["SCOPES"], r["REVOKED_AT"]) for r in rows] == [
+        (created["id"], "ops", "admin", "-"),
+        (shop["id"], "", "publish,subscribe", "-"),
+    ]
+    assert list(rows[0]) == ["ID", "NAME", "SCOPES", "CREATED_AT", "LAST_USED_AT", "REVOKED_AT"]
+    assert rows[0]["CREATED_AT"] == created["created_at"]
     for secret in (key, shop["key"]):
-        assert secret not in listed.stdout and hashlib.sha256(secret.encode()).hexdigest() not in listed.stdout
+        for shown in (listed.stdout, table):
+            assert secret not in shown and hashlib.sha256(secret.encode()).hexdigest() not in shown
 
     revoked = (await cli(address, "keys", "revoke", shop["id"], "--api-key", key, "--json")).json()
     assert revoked["id"] == shop["id"] and revoked["revoked_at"] is not None

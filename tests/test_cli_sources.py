@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import pty
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from eventbus.signing import sign_v1
 from tests.conftest import ServerProcess, start_server_process
 from tests.grpc.test_admin_sources import PickyConnector
 from tests.plugin.support import NO_AUTOLOAD, RegisteringPlugin
-from tests.test_cli_endpoints import WAIT, Run, cli
+from tests.test_cli_endpoints import Run, cli, on_a_terminal
 
 # Secrets of the shape the standardwebhooks connector can verify with (whsec_ + base64 of 24 bytes).
 G1, G2, G3, G4 = ("whsec_" + c * 32 for c in "BCDE")
@@ -139,6 +136,49 @@ async def test_the_printed_secret_verifies_a_delivery(target: Target) -> None:
         assert answer.status == 202, await answer.text()
 
 
+async def test_events_show_prints_the_raw_request(target: Target) -> None:
+    """`events show` of a `/hooks` event: the request as it was kept (redacted), in JSON and as a table; with a key
+    that may read events but not raw requests (`subscribe`), the event alone."""
+    added = (await sources(target, "add", "shop", "--connector", target.connector)).json()
+    body = json.dumps({"type": "order.paid", "data": {"total": 10}}).encode()
+    headers = {"content-type": "application/json", "x-api-token": "t0psecret", "x-trace": "t-1"}
+    if target.connector == "standardwebhooks":
+        timestamp = int(time.time())
+        signature = sign_v1(added["secret"], "msg_1", timestamp, body)
+        headers.update({"webhook-id": "msg_1", "webhook-timestamp": str(timestamp), "webhook-signature": signature})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"http://{target.http}/hooks/shop?token=url-secret", data=body, headers=headers) as answer,
+    ):
+        assert answer.status == 202, await answer.text()
+        [accepted] = (await answer.json())["events"]
+    event_id = accepted["event_id"]
+
+    shown = (await cli(target.grpc, "events", "show", event_id, "--json")).json()
+    assert (shown["event_id"], shown["source"]) == (event_id, "/hooks/shop")
+    raw = shown["raw_request"]
+    assert raw["request_id"].startswith("req_") and (raw["method"], raw["path"]) == ("POST", "/hooks/shop")
+    assert raw["query"] == [["token", "[redacted]"]]
+    sent = {name.lower(): value for name, value in raw["headers"]}
+    assert (sent["x-api-token"], sent["x-trace"]) == ("[redacted]", "t-1")
+    assert (raw["body"], raw["body_base64"], raw["remote"]) == (body.decode(), None, "127.0.0.1")
+    for secret in ("t0psecret", "url-secret", added["secret"]):
+        assert secret not in json.dumps(shown)
+
+    table = await on_a_terminal(target.grpc, "events", "show", event_id)
+    assert "event_id" in table and event_id in table and "raw request" in table
+    assert "POST /hooks/shop?token=[redacted]" in table and body.decode() in table
+    assert "x-api-token: [redacted]" in table.lower() and "x-trace: t-1" in table.lower()
+    assert "t0psecret" not in table and "url-secret" not in table
+
+    admin = (await cli(target.grpc, "keys", "create", "--scope", "admin", "--json")).json()["key"]
+    reader = (await cli(target.grpc, "keys", "create", "--scope", "subscribe", "--api-key", admin, "--json")).json()
+    as_reader = (await cli(target.grpc, "events", "show", event_id, "--api-key", reader["key"], "--json")).json()
+    assert "raw_request" not in as_reader and as_reader == {k: v for k, v in shown.items() if k != "raw_request"}
+    as_admin = (await cli(target.grpc, "events", "show", event_id, "--api-key", admin, "--json")).json()
+    assert as_admin == shown
+
+
 async def test_refusals(target: Target) -> None:
     add = ("add", "shop", "--connector", target.connector)
     bad_name, unknown, three, bad_option, not_json, no_connector, no_change = await asyncio.gather(
@@ -167,28 +207,6 @@ async def test_refusals(target: Target) -> None:
     assert taken.code == 1 and "shop" in taken.stderr
     for action, run in zip(actions, missing, strict=True):
         assert run.code == 1 and "source 'nosuch' does not exist" in run.stderr, action
-
-
-async def on_a_terminal(address: str, *args: str) -> str:
-    """The command's output when stdout is a terminal (a pseudo-terminal here)."""
-    leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "eventbus", *args, "--server", address, stdout=follower, stderr=follower, env=env
-    )
-    os.close(follower)
-    assert await asyncio.wait_for(process.wait(), WAIT) == 0
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the terminal's other end is closed and everything was read
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    return output.decode().replace("\r\n", "\n")
 
 
 async def test_tables_on_a_terminal(target: Target) -> None:

@@ -12,8 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ServerProcess, start_server_process
-from tests.test_cli_endpoints import Run, cli
-from tests.test_cli_sources import on_a_terminal
+from tests.test_cli_endpoints import Run, cli, on_a_terminal
 
 SCHEMA = {"type": "object", "required": ["total"], "properties": {"total": {"type": "integer", "minimum": 0}}}
 
@@ -157,6 +156,7 @@ async def test_events_list_and_show(address: str, tmp_path: Path) -> None:
     record = shown.json()
     assert (record["type"], record["subject"], record["data"], record["seq"]) == ("invoice.sent", "i-9", {"n": 2}, 3)
     assert by_identity.json() == record
+    assert record["raw_request"] is None  # published, not received on /hooks
 
     usage = [("events", "show"), ("events", "show", "nope"), ("events", "list", "--limit", "0")]
     *usage_runs, bad_pattern, missing = await asyncio.gather(

@@ -27,7 +27,7 @@ from eventbus.model import Event, PublishResult, StoredEvent
 from eventbus.patterns import PatternSet
 from eventbus.store.base import DEFAULT_MAX_PENDING_AGE, DEFAULT_RETRY_SCHEDULE, EventQuery, Store
 from eventbus.store.idempotency import IDEMPOTENCY_KEEP_FOR, IdempotencyStore
-from eventbus.store.sources import SourceStore
+from eventbus.store.sources import SourceStore, StoredRequest
 from eventbus.store.space import SpaceReclaimer
 from eventbus.store.types import EventTypeStore
 
@@ -64,6 +64,15 @@ class BusSettings:
     reclaim_pages: int = 65536  # most free pages (4 KiB each) an upkeep round gives back to the file system
     lease_batch: int = 256  # most deliveries leased (and sent on the wire) at once
     poll_every: timedelta = field(default=timedelta(seconds=1))  # wake-ups are hints; this is the safety net
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    """An event and the raw inbound request it came from: None for one that did not come through `/hooks/{source}`
+    (published, or the bus's own), and once retention pruned the request. Redacted when it was stored."""
+
+    event: StoredEvent
+    raw_request: StoredRequest | None
 
 
 class Bus:
@@ -170,6 +179,15 @@ class Bus:
             missing = "source_id.id" if source else "source_id.source"
             raise InvalidArgumentError.for_field(missing, "give both source and id")
         raise InvalidArgumentError.for_field("event_id", "give an event_id, or both source and id")
+
+    async def get_event_detail(
+        self, *, event_id: str | None = None, source: str | None = None, id: str | None = None
+    ) -> EventDetail:
+        """One event with its raw inbound request: REST `GET /v1/events/{id}` and gRPC `Admin.GetEvent` both read
+        it here, so the two show the same thing. A store that keeps no sources has no raw requests to show."""
+        stored = await self.get_event(event_id=event_id, source=source, id=id)
+        request = await self.store.find_request(stored.seq) if isinstance(self.store, SourceStore) else None
+        return EventDetail(stored, request)
 
     async def list_events(
         self,

@@ -6,6 +6,7 @@ from eventbus.auth import KeyRing, Scope
 from eventbus.bus.groups import GroupInfo
 from eventbus.bus.services import Services
 from eventbus.errors import InvalidArgumentError
+from eventbus.grpc.admin_events import EventsAdmin
 from eventbus.grpc.admin_keys import KeysAdmin
 from eventbus.grpc.admin_sources import SourcesAdmin
 from eventbus.grpc.admin_subscriptions import SubscriptionsAdmin
@@ -16,7 +17,7 @@ from eventbus.store.base import StartPosition
 from eventbus.v1 import admin_pb2 as pb
 
 
-class AdminServicer(KeysAdmin, SourcesAdmin, TypesAdmin, SubscriptionsAdmin):
+class AdminServicer(EventsAdmin, KeysAdmin, SourcesAdmin, TypesAdmin, SubscriptionsAdmin):
     def __init__(self, services: Services, keys: KeyRing) -> None:
         super().__init__(services, keys)
         self.groups = services.groups

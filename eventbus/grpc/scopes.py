@@ -49,6 +49,7 @@ RPC_ACCESS: Final[dict[str, Access]] = {
     _ADMIN + "GetEventType": Scope.ADMIN,
     _ADMIN + "SetEventSchema": Scope.ADMIN,
     _ADMIN + "DeleteEventSchema": Scope.ADMIN,
+    _ADMIN + "GetEvent": Scope.ADMIN,  # with the raw inbound request (its headers): not for `subscribe` keys
     # Probes and tooling must work without a key.
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,

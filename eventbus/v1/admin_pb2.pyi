@@ -6,6 +6,7 @@ included), deliveries and their attempts, inbound sources, API keys, event types
 """
 
 from collections import abc as _abc
+from eventbus.v1 import cloudevent_pb2 as _cloudevent_pb2
 from eventbus.v1 import eventbus_pb2 as _eventbus_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -1861,3 +1862,90 @@ class DeleteEventSchemaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteEventSchemaResponse: _TypeAlias = DeleteEventSchemaResponse  # noqa: Y015
+
+@_typing.final
+class EventDetail(_message.Message):
+    """-- events --------------------------------------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    RAW_REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _cloudevent_pb2.StoredEvent: ...
+    @_builtins.property
+    def raw_request(self) -> Global___RawRequest:
+        """Unset for an event that did not come through `POST /hooks/{source}` (published ones, the bus's own), and once
+        retention pruned the request.
+        """
+
+    def __init__(
+        self,
+        *,
+        event: _cloudevent_pb2.StoredEvent | None = ...,
+        raw_request: Global___RawRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "raw_request", b"raw_request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "raw_request", b"raw_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventDetail: _TypeAlias = EventDetail  # noqa: Y015
+
+@_typing.final
+class RawRequest(_message.Message):
+    """An accepted `POST /hooks/{source}` request as the gateway kept it, redacted before it was stored: every query
+    value, and the values of headers that look like credentials or that the connector declares secret, are
+    `[redacted]`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    REMOTE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """req_<ULID>"""
+    method: _builtins.str
+    path: _builtins.str
+    body: _builtins.bytes
+    """byte-exact"""
+    remote: _builtins.str
+    """the sender's address; unset: not known"""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def query(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]:
+        """in the order sent; names only (values redacted)"""
+
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]:
+        """in the order sent"""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        method: _builtins.str = ...,
+        path: _builtins.str = ...,
+        query: _abc.Iterable[Global___Header] | None = ...,
+        headers: _abc.Iterable[Global___Header] | None = ...,
+        body: _builtins.bytes = ...,
+        remote: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_remote", b"_remote", "received_at", b"received_at", "remote", b"remote"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_remote", b"_remote", "body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "query", b"query", "received_at", b"received_at", "remote", b"remote", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__remote: _TypeAlias = _typing.Literal["remote"]  # noqa: Y015
+    _WhichOneofArgType__remote: _TypeAlias = _typing.Literal["_remote", b"_remote"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remote) -> _WhichOneofReturnType__remote | None: ...
+
+Global___RawRequest: _TypeAlias = RawRequest  # noqa: Y015

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from eventbus.v1 import admin_pb2 as eventbus_dot_v1_dot_admin__pb2
+from eventbus.v1 import eventbus_pb2 as eventbus_dot_v1_dot_eventbus__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -193,6 +194,11 @@ class AdminStub:
                 '/eventbus.v1.Admin/DeleteEventSchema',
                 request_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaResponse.FromString,
+                _registered_method=True)
+        self.GetEvent = channel.unary_unary(
+                '/eventbus.v1.Admin/GetEvent',
+                request_serializer=eventbus_dot_v1_dot_eventbus__pb2.GetEventRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__pb2.EventDetail.FromString,
                 _registered_method=True)
 
 
@@ -423,6 +429,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEvent(self, request, context):
+        """One event (by `event_id`, or `source` + `id`) with the raw inbound request it came from, as REST
+        `GET /v1/events/{event_id}` shows it. `EventBus.GetEvent` (the `subscribe` scope) answers the event alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -585,6 +599,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DeleteEventSchema,
                     request_deserializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaResponse.SerializeToString,
+            ),
+            'GetEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvent,
+                    request_deserializer=eventbus_dot_v1_dot_eventbus__pb2.GetEventRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__pb2.EventDetail.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1451,6 +1470,33 @@ class Admin:
             '/eventbus.v1.Admin/DeleteEventSchema',
             eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__pb2.DeleteEventSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.Admin/GetEvent',
+            eventbus_dot_v1_dot_eventbus__pb2.GetEventRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__pb2.EventDetail.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ included), deliveries and their attempts, inbound sources, API keys, event types
 
 from collections import abc as _abc
 from eventbus.v1 import admin_pb2 as _admin_pb2
+from eventbus.v1 import eventbus_pb2 as _eventbus_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -103,6 +104,10 @@ class AdminStub:
     """
     DeleteEventSchema: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteEventSchemaRequest, _admin_pb2.DeleteEventSchemaResponse]
     """Events of the type are no longer validated; a type without a schema is NOT_FOUND."""
+    GetEvent: _grpc.UnaryUnaryMultiCallable[_eventbus_pb2.GetEventRequest, _admin_pb2.EventDetail]
+    """One event (by `event_id`, or `source` + `id`) with the raw inbound request it came from, as REST
+    `GET /v1/events/{event_id}` shows it. `EventBus.GetEvent` (the `subscribe` scope) answers the event alone.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -177,6 +182,10 @@ class AdminAsyncStub(AdminStub):
     """
     DeleteEventSchema: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteEventSchemaRequest, _admin_pb2.DeleteEventSchemaResponse]  # type: ignore[assignment]
     """Events of the type are no longer validated; a type without a schema is NOT_FOUND."""
+    GetEvent: _aio.UnaryUnaryMultiCallable[_eventbus_pb2.GetEventRequest, _admin_pb2.EventDetail]  # type: ignore[assignment]
+    """One event (by `event_id`, or `source` + `id`) with the raw inbound request it came from, as REST
+    `GET /v1/events/{event_id}` shows it. `EventBus.GetEvent` (the `subscribe` scope) answers the event alone.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -440,5 +449,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.DeleteEventSchemaResponse, _abc.Awaitable[_admin_pb2.DeleteEventSchemaResponse]]:
         """Events of the type are no longer validated; a type without a schema is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def GetEvent(
+        self,
+        request: _eventbus_pb2.GetEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.EventDetail, _abc.Awaitable[_admin_pb2.EventDetail]]:
+        """One event (by `event_id`, or `source` + `id`) with the raw inbound request it came from, as REST
+        `GET /v1/events/{event_id}` shows it. `EventBus.GetEvent` (the `subscribe` scope) answers the event alone.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

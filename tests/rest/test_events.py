@@ -15,10 +15,11 @@ from eventbus.auth import Scope
 from eventbus.bus.sources import SourceInput
 from eventbus.cejson import stored_event_to_json
 from eventbus.clock import ManualClock
+from eventbus.http.rest.params import MAX_UNKNOWN_NAMED
 from eventbus.model import Event, format_rfc3339
 from eventbus.runtime import EventBusServer
 from tests.delivery.helpers import publish
-from tests.rest.helpers import Rest, conforms, ok, problem, walk
+from tests.rest.helpers import Rest, conforms, fields, ok, problem, walk
 
 GIVEN = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
 
@@ -158,6 +159,18 @@ async def test_publish_needs_the_publish_scope_only(server: EventBusServer, rest
     problem(await publisher.post("/v1/events", {"events": [ce(n) for n in range(1001)]}), 400, "events")
     problem(await publisher.post("/v1/events", {"event": [ce(3)]}), 400, "event")
     assert len((await server.bus.list_events())[0]) == 2  # nothing of a refused batch is stored
+
+
+async def test_every_unknown_field_is_named_at_once(server: EventBusServer, rest: Rest) -> None:
+    refused = problem(await rest.post("/v1/events", {"events": [ce(1)], "zeta": 1, "alpha": 2, "evnts": []}), 400)
+    assert fields(refused) == ["alpha", "evnts", "zeta"]
+    assert all("unknown field" in e["detail"] and "events" in e["detail"] for e in refused["errors"])
+    assert refused["detail"].startswith("alpha: unknown field") and "(and 2 more)" in refused["detail"]
+    # A body of many unknown keys is answered with a bounded list, not one entry per key.
+    many = problem(await rest.post("/v1/events", {"events": [ce(1)], **{f"k{n:04}": 0 for n in range(5000)}}), 400)
+    assert fields(many) == [f"k{n:04}" for n in range(MAX_UNKNOWN_NAMED)]
+    assert many["detail"].startswith("5000 unknown fields")
+    assert (await server.bus.list_events())[0] == []
 
 
 async def test_a_forged_page_token_beyond_64_bits_is_refused(rest: Rest) -> None:

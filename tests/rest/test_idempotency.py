@@ -51,6 +51,37 @@ async def stored_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
         await conn.close()
 
 
+async def run_sql(tmp_path: Path, sqlite: str, postgres: tuple[str, ...]) -> None:
+    """Change the test's store behind the server's back (a trigger here), on either backend."""
+    url = store_url(tmp_path)
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(tmp_path / "eventbus.db") as db:
+            db.execute(sqlite)
+        return
+    dsn, schema, _ = parse_url(url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema or "public"})
+    try:
+        for statement in postgres:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def refuse_answers(tmp_path: Path) -> None:
+    """From now on the store refuses to keep an answer (the write fails as on a full disk); claims still work."""
+    await run_sql(
+        tmp_path,
+        "CREATE TRIGGER refuse_answers BEFORE UPDATE ON idempotency_keys WHEN NEW.status IS NOT NULL "
+        "BEGIN SELECT RAISE(ABORT, 'no space left (test)'); END",
+        (
+            "CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no space left (test)'; END $$",
+            "CREATE TRIGGER refuse_answers BEFORE UPDATE ON idempotency_keys FOR EACH ROW "
+            "WHEN (NEW.status IS NOT NULL) EXECUTE FUNCTION refuse_answers()",
+        ),
+    )
+
+
 async def stored_keys(tmp_path: Path) -> int:
     [(count,)] = await stored_rows(tmp_path, "SELECT count(*) FROM idempotency_keys")
     return int(count)
@@ -203,6 +234,25 @@ async def test_a_claim_left_by_a_dead_request_is_taken_over_after_five_minutes(
     clock.advance(timedelta(minutes=2))
     assert ok(await create(rest, body, "died"), 201)  # its process died with it: the retry runs
     assert await count_endpoints(server) == 1
+
+
+async def test_an_answer_the_store_cannot_keep_is_given_and_the_key_freed(
+    server: EventBusServer, rest: Rest, tmp_path: Path
+) -> None:
+    """The publish ran, so its answer goes out; the key is released rather than left claimed without an answer
+    (which made every retry a 409 for 5 minutes): a retry runs again, and dedup answers it."""
+    body = {"events": [{"specversion": "1.0", "id": "o-1", "source": "/shop", "type": "order.paid", "data": {}}]}
+    await refuse_answers(tmp_path)
+    first = await create(rest, body, "unkept", "/v1/events")
+    assert first.status == 201, first.text
+    assert first.json["events"][0]["duplicate"] is False
+    assert await stored_keys(tmp_path) == 0
+    again = await create(rest, body, "unkept", "/v1/events")
+    assert again.status == 200, again.text  # ran again: every event a duplicate, not a 409
+    assert "Idempotent-Replayed" not in again.headers
+    assert again.json["events"][0]["event_id"] == first.json["events"][0]["event_id"]
+    stored, _ = await server.bus.list_events()
+    assert [s.event.id for s in stored] == ["o-1"]
 
 
 async def test_every_post_honours_the_key_so_a_retried_rotation_rotates_once(

@@ -3,7 +3,8 @@ operation runs once; the same key with another body is refused (422); a key stil
 
 Keys are per caller (a digest of its credentials, never the key itself), method and path. Only successful
 answers (2xx) are kept: a refused request may be corrected and sent again under the same key. A secret an answer
-reveals (a generated signing secret, a new API key) is not kept: a replay shows `[shown once]` in its place.
+reveals (a generated signing secret, a new API key) is not kept: a replay shows `[shown once]` in its place. An
+answer the store fails to keep is still given, and the key is released (see below).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 
 from eventbus.bus.services import Services
@@ -19,8 +21,14 @@ from eventbus.errors import FailedPreconditionError, InvalidArgumentError
 from eventbus.http.events import read_body
 from eventbus.http.problems import problem_response
 from eventbus.http.rest.api import EARLY_BODY, MAX_BODY, SERVICES
-from eventbus.store.idempotency import IDEMPOTENCY_KEEP_FOR, IDEMPOTENCY_STALE_AFTER, idempotency_store_of
+from eventbus.store.idempotency import (
+    IDEMPOTENCY_KEEP_FOR,
+    IDEMPOTENCY_STALE_AFTER,
+    IdempotencyStore,
+    idempotency_store_of,
+)
 
+log = structlog.get_logger("eventbus.http")
 MAX_KEY = 255
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,20 +92,39 @@ def with_idempotency(handler: RouteHandler, reveals: tuple[str, ...] = ()) -> Ro
         try:
             response = await handler(request)
         except BaseException:
-            await store.release_idempotency_key(scope, key)
+            await _release(store, scope, key)
             raise
         finally:
             EARLY_BODY.reset(token)
         if 200 <= response.status < 300 and isinstance(response, web.Response) and isinstance(response.body, bytes):
-            await store.answer_idempotency_key(
-                scope,
-                key,
-                status=response.status,
-                content_type=response.content_type,
-                body=_kept(response.body or b"", reveals),
-            )
+            try:
+                await store.answer_idempotency_key(
+                    scope,
+                    key,
+                    status=response.status,
+                    content_type=response.content_type,
+                    body=_kept(response.body or b"", reveals),
+                )
+            except Exception as exc:
+                # The operation ran and this is its answer, so the caller gets it. Keeping it failed (the store
+                # refused the write: a full disk, a lost connection), and a claim left without an answer would make
+                # every retry under the key a 409 for 5 minutes, then run anyway. Releasing the key makes a retry
+                # run the operation again at once, as one without a key would (publishes dedup by source and id;
+                # a create makes a second resource). Keeping the answer in the operation's own transaction would be
+                # exact, but every service method would then write REST's keys; this failure is rare enough.
+                log.warning("idempotency_answer_not_kept", method=request.method, path=request.path, error=str(exc))
+                await _release(store, scope, key)
         else:
-            await store.release_idempotency_key(scope, key)
+            await _release(store, scope, key)
         return response
 
     return handle
+
+
+async def _release(store: IdempotencyStore, scope: str, key: str) -> None:
+    """Forget an unanswered claim. When the store cannot, the request's own answer or error still goes out (not
+    this failure): the claim goes stale and a retry takes it over after `IDEMPOTENCY_STALE_AFTER`."""
+    try:
+        await store.release_idempotency_key(scope, key)
+    except Exception as exc:
+        log.warning("idempotency_key_not_released", error=str(exc))

@@ -17,6 +17,7 @@ PAGE_PARAMS = (
     Param("page_token", {"type": "string"}, "the `next_page_token` of the previous page"),
 )
 MAX_TEXT = 4096
+MAX_UNKNOWN_NAMED = 100
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only (int() would take "１", "1_0" and " 1")
 
 
@@ -54,9 +55,18 @@ def query_bool(call: Call, name: str) -> bool:
 
 
 def refuse_unknown(body: JSON, known: Sequence[str]) -> None:
+    """Every unknown field named at once (a violation each), so a caller fixes them in one round; at most
+    `MAX_UNKNOWN_NAMED` of them, so a body of many tiny keys cannot make an answer many times its own size."""
     unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise InvalidArgumentError.for_field(unknown[0], f"unknown field; known: {', '.join(known)}")
+    if not unknown:
+        return
+    detail = f"unknown field; known: {', '.join(known)}"
+    named = [FieldViolation(name, detail) for name in unknown[:MAX_UNKNOWN_NAMED]]
+    if len(unknown) > MAX_UNKNOWN_NAMED:
+        raise InvalidArgumentError(
+            f"{len(unknown)} unknown fields (the first {MAX_UNKNOWN_NAMED} named)", violations=named
+        )
+    raise InvalidArgumentError.from_violations(named)
 
 
 def text(body: JSON, name: str, *, required: bool = False, allow_empty: bool = True) -> str | None:

@@ -28,7 +28,6 @@ from eventbus.http.rest.views import (
 from eventbus.logs import bind_event_ids
 from eventbus.model import Event
 from eventbus.store.base import StartPosition
-from eventbus.store.sources import source_store_of
 
 MAX_PUBLISH = 1000
 SOURCE_SETTINGS: JSON = {
@@ -311,10 +310,9 @@ def add(api: Api) -> None:
         responses={200: ("The event.", api.component("EventDetail", EVENT_DETAIL))},
     )
     async def get_event(call: Call) -> Answer:
-        stored = await call.services.bus.get_event(event_id=call.path("event_id"))
-        request = await source_store_of(call.services.bus.store).find_request(stored.seq)
-        raw = raw_request_view(request) if request is not None else None
-        return Answer(200, {"event": event_view(stored), "raw_request": raw})
+        detail = await call.services.bus.get_event_detail(event_id=call.path("event_id"))
+        raw = raw_request_view(detail.raw_request) if detail.raw_request is not None else None
+        return Answer(200, {"event": event_view(detail.event), "raw_request": raw})
 
     @api.operation(
         "GET",
