@@ -153,3 +153,31 @@ async def test_a_cancelled_caller_leaves_its_batch_to_finish(clock: ManualClock)
         await first
     assert transactions.batches == [["a", "b"]], "the cancelled call's transaction still ran to its end"
     await batcher.close()
+
+
+async def test_a_caller_cancelled_while_queued_stores_nothing(clock: ManualClock) -> None:
+    transactions = Transactions()
+    batcher = AppendBatcher(transactions.run)
+    (running,) = await _queued(batcher, clock, "a")
+    await asyncio.sleep(0)  # "a" is in its transaction, waiting at the gate
+    queued, kept = await _queued(batcher, clock, "gone", "b")
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    transactions.gate.set()
+    assert [(await running)[0].event_id, (await kept)[0].event_id] == ["evt-a", "evt-b"]
+    assert transactions.batches == [["a"], ["b"]], "the cancelled call never reached a transaction"
+
+
+async def test_close_waits_for_queued_appends_and_refuses_new_ones(clock: ManualClock) -> None:
+    transactions = Transactions()
+    batcher = AppendBatcher(transactions.run)
+    tasks = await _queued(batcher, clock, "a", "b")
+    closing = asyncio.create_task(batcher.close())
+    await asyncio.sleep(0)
+    with pytest.raises(UnavailableError, match="closed"):
+        await batcher.append([order("late")], now=clock.now(), not_before=None, window=DEDUP_WINDOW)
+    assert not closing.done()
+    transactions.gate.set()
+    await closing
+    assert [(await t)[0].event_id for t in tasks] == ["evt-a", "evt-b"]

@@ -38,8 +38,13 @@ class PgOptions:
     idle_in_transaction_timeout: float = 30.0
 
     def server_settings(self) -> dict[str, str]:
-        """Startup parameters of every pooled connection (not SETs: the pool's RESET ALL on release keeps them)."""
-        settings = {"idle_in_transaction_session_timeout": str(round(self.idle_in_transaction_timeout * 1000))}
+        """Startup parameters of every pooled connection (not SETs: the pool's RESET ALL on release keeps them).
+
+        With `idle_in_transaction_timeout=0` the parameter is not sent at all: a connection pooler that refuses
+        unknown startup parameters (PgBouncer without `ignore_startup_parameters`) can then be used."""
+        settings: dict[str, str] = {}
+        if self.idle_in_transaction_timeout:
+            settings["idle_in_transaction_session_timeout"] = str(round(self.idle_in_transaction_timeout * 1000))
         if self.schema is not None:
             settings["search_path"] = self.schema
         return settings

@@ -37,6 +37,7 @@ class _Call:
     not_before: datetime | None
     window: timedelta
     size: int
+    taken: bool = False  # in a transaction (or about to be): from then on its outcome is the transaction's
     done: asyncio.Future[list[AppendOutcome]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -53,25 +54,38 @@ class AppendBatcher:
         self._run = run
         self._queue: list[_Call] = []
         self._worker: asyncio.Task[None] | None = None
+        self._closed = False
         self.transactions = 0  # how many append transactions ran (for tests and the benchmarks' curiosity)
 
     async def append(
         self, events: Sequence[Event], *, now: datetime, not_before: datetime | None, window: timedelta
     ) -> list[AppendOutcome]:
+        if self._closed:
+            raise UnavailableError("the store is closed")
         call = _Call(events, now, not_before, window, sum(event.size() for event in events))
         # Retrieved here, so a caller cancelled while waiting leaves no "exception was never retrieved" behind.
         call.done.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.append(call)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain(), name="eventbus-pg-appends")
-        # A cancelled caller does not cancel the transaction its events may already be in: it ends on its own.
-        return await asyncio.shield(call.done)
+        try:
+            return await asyncio.shield(call.done)
+        except asyncio.CancelledError:
+            # A caller cancelled (a deadline, a client gone, a forced shutdown) before its call was taken leaves
+            # the queue: nothing of it is stored, as before sharing. Once taken, the transaction its events are in
+            # ends on its own, committed or not, as a single call's transaction would.
+            if not call.taken:
+                self._queue.remove(call)
+                call.done.cancel()
+            raise
 
     async def close(self) -> None:
-        """Wait for the appends already queued (the store closes its pool after this)."""
+        """Refuse new appends and wait for those already queued (the store closes its pool after this); a close
+        that is itself cancelled leaves them to finish or fail on their own."""
+        self._closed = True
         worker, self._worker = self._worker, None
         if worker is not None:
-            await asyncio.gather(worker, return_exceptions=True)
+            await asyncio.wait({worker})
 
     def _next_batch(self) -> list[_Call]:
         first = self._queue[0]
@@ -85,6 +99,8 @@ class AppendBatcher:
             events += len(call.events)
             size += call.size
         del self._queue[: len(batch)]
+        for call in batch:
+            call.taken = True
         return batch
 
     async def _drain(self) -> None:
