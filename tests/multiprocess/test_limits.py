@@ -65,8 +65,8 @@ async def test_rate_limit_holds_across_the_processes(
         await inbox.wait_for(20, within=15)
         times = [arrival.at for arrival in inbox.arrivals]
         # A token bucket of 5/s with a burst of 5 for all processes together: at most 5 + 5·t arrivals in any
-        # span t (100 ms of slack for the way from each process to the receiver).
-        assert token_bucket_violations(times, rate=5, burst=5, slack=0.1) == []
+        # span t (250 ms of slack for the way from each process to the receiver, on a loaded 2-core machine).
+        assert token_bucket_violations(times, rate=5, burst=5, slack=0.25) == []
         assert max(times) - min(times) >= (20 - 5) / 5 - 0.1  # the limit did hold them back
         assert set(inbox.ids().values()) == {1}
         await all_succeeded(clients[2], subscription.id, 20)
@@ -143,8 +143,9 @@ async def test_a_plugin_kinds_rate_shared_by_account_holds_across_the_processes(
         await inbox.wait_for(30, within=30)
         times = [at for at, _, _ in inbox.arrivals]
         # One token bucket of 5/s with a burst of 5 for all three subscriptions in all three processes: at most
-        # 5 + 5·t arrivals in any span t (100 ms of slack for the way from each process to the receiver).
-        assert token_bucket_violations(times, rate=5, burst=5, slack=0.1) == []
+        # 5 + 5·t arrivals in any span t (250 ms of slack for the way from each process to the receiver, on a
+        # loaded 2-core machine).
+        assert token_bucket_violations(times, rate=5, burst=5, slack=0.25) == []
         assert max(times) - min(times) >= (30 - 5) / 5 - 0.1  # the limit did hold them back
         sent = Counter((key, email) for _, key, email in inbox.arrivals)
         assert len(sent) == 30 and set(sent.values()) == {1}

@@ -221,7 +221,7 @@ class RDStationDestination:
                 return response
             if response.status == 401:
                 return _auth_refused(response, "the API key", "check that it is active in RD Station's App Publisher")
-            return _classify(response, context)
+            return _classify(response, context, documented_answer=False)
         assert settings.oauth is not None
         return await self._send_event(settings.oauth, sender, context, used)
 
@@ -249,7 +249,7 @@ class RDStationDestination:
             return _auth_refused(
                 response, "a freshly refreshed access token", "check the app's authorization and the account"
             )
-        return _classify(response, context)
+        return _classify(response, context, documented_answer=True)
 
 
 class _Sender:
@@ -272,10 +272,14 @@ class _Sender:
             return DestinationResult.retry(f"no answer from RD Station: {exc.message}", error_class=exc.error_class)
 
 
-def _classify(response: HttpResponse, context: DestinationContext) -> DestinationResult:
+def _classify(response: HttpResponse, context: DestinationContext, *, documented_answer: bool) -> DestinationResult:
+    """`documented_answer`: RD documents this endpoint's 2xx body (`/platform/events`: `{"event_uuid": ...}`).
+    For `/platform/conversions` it is not confirmed, so there only a 2xx that is clearly not RD's (a body that is
+    not JSON: a proxy's HTML page) is retried; an empty body or any JSON object counts as sent, since sending an
+    accepted conversion again would fire the account's automations twice."""
     status = response.status
     if 200 <= status < 300:
-        if _has_event_uuid(response.body):
+        if _has_event_uuid(response.body) or (not documented_answer and _plausibly_rd(response.body)):
             return DestinationResult.success(response=response)
         # RD answers every accepted event with its `event_uuid`; a 2xx without one came from something else (a
         # wrong base_url, a proxy's page), so counting it as sent would lose the event without a word.
@@ -329,6 +333,16 @@ def _has_event_uuid(body: bytes) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(answer, dict) and isinstance(answer.get("event_uuid"), str) and bool(answer["event_uuid"])
+
+
+def _plausibly_rd(body: bytes) -> bool:
+    """An empty body or a JSON object: what an API answers, not a proxy's or a captive portal's page."""
+    if not body.strip():
+        return True
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _unlike_rd(body: bytes) -> str:
