@@ -8,7 +8,8 @@ STAMP_DEV := $(VENV)/.installed-dev
 PROTOS := $(wildcard proto/eventbus/v1/*.proto)
 ARGS ?=
 # The suites `make test` runs a second time on PostgreSQL (a fresh schema per test).
-PG_TESTS := tests/store tests/grpc tests/http tests/delivery tests/hooks tests/rest tests/metrics tests/config tests/observability tests/chaos
+PG_TESTS := tests/store tests/grpc tests/http tests/delivery tests/hooks tests/rest tests/metrics tests/config tests/observability tests/chaos \
+	tests/scenarios plugins/eventbus-rdstation/tests
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-postgres lint proto proto-check pytest bench chaos clean

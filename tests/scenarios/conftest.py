@@ -1,5 +1,6 @@
-"""Fixtures of the end-to-end scenarios: a real `eventbus serve` process (installed plugins, SQLite in a temp dir,
-loopback destinations allowed), a gRPC client to it, the RD Station API double and a webhook receiver on port 0."""
+"""Fixtures of the end-to-end scenarios: a real `eventbus serve` process (installed plugins, the test store: SQLite
+in a temp dir or a fresh PostgreSQL schema; loopback destinations allowed), a gRPC client to it, the RD Station API
+double and a webhook receiver on port 0."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from eventbus_rdstation.testing import RDStationDouble
 
 from eventbus.client import EventBusClient
-from tests.conftest import ServerProcess, start_server_process
+from tests.conftest import ServerProcess, start_server_process, store_url
 
 T = TypeVar("T")
 SERVE_FLAGS = ["--allow-destination", "127.0.0.1/32"]
@@ -27,7 +28,7 @@ class Gateway:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.store = f"sqlite:///{tmp_path / 'eventbus.db'}"
+        self.store = store_url(tmp_path)  # the same store again on a restart (a schema of its own on PostgreSQL)
         self.processes: list[ServerProcess] = []
         self.process = self._start()
 

@@ -21,6 +21,10 @@ from eventbus.errors import InvalidArgumentError
 from eventbus.plugin import ConnectorRegistry, hookimpl, load_plugins
 from eventbus.runtime import EventBusServer
 
+# The suite's store choice (EVENTBUS_TEST_STORE: a SQLite file, or a fresh PostgreSQL schema per test), and its
+# autouse fixture that drops the schemas a test made: imported, pytest uses it here as well.
+from tests.conftest import _drop_test_schemas, store_url  # noqa: F401
+
 
 class _Plugin:
     """Registers only the connector: the package's `__init__` also wants the destination module."""
@@ -33,7 +37,7 @@ class _Plugin:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[EventBusServer]:
     settings = ServerSettings(
-        store_url=f"sqlite:///{tmp_path / 'eventbus.db'}",
+        store_url=store_url(tmp_path),
         grpc_listen=ListenAddress("127.0.0.1", 0),
         http_listen=ListenAddress("127.0.0.1", 0),
         shutdown_grace=2.0,
