@@ -21,7 +21,7 @@ from eventbus.bus.health import system_events
 from eventbus.bus.kinds import DeliveryKind, KindRegistry, SendResult, SendVerdict
 from eventbus.bus.ratelimit import SendLimits, TokenBucket, shared_rate
 from eventbus.bus.service import Bus
-from eventbus.bus.settlement import decide
+from eventbus.bus.settlement import decide, record_while_leased
 from eventbus.clock import first_of
 from eventbus.store.base import LeasedDelivery, Subscription
 from eventbus.store.limits import SendGrant, SendLease, SharedSendLimits
@@ -442,7 +442,7 @@ class Dispatcher:
             interrupted = SendResult(
                 SendVerdict.RETRY, error_class="interrupted", error="the server stopped during the attempt"
             )
-            await asyncio.shield(self._record(subscription, delivery, interrupted, started_at, started))
+            await asyncio.shield(self._record(subscription, delivery, interrupted, started_at, started, wait=False))
             raise
         except Exception as exc:  # a kind that raises is contained: the delivery is retried, the failure logged
             log.exception("delivery_send_crashed", subscription_id=subscription.id, delivery_id=delivery.delivery_id)
@@ -467,14 +467,22 @@ class Dispatcher:
         result: SendResult,
         started_at: datetime,
         started: float,
+        *,
+        wait: bool = True,
     ) -> None:
-        """Log the attempt and settle the delivery in one store transaction, then write the canonical log line."""
+        """Log and settle the attempt in one transaction (with `wait`: tried again while the lease lasts)."""
         duration = timedelta(seconds=time.monotonic() - started)
         now = self.bus.clock.now()
         attempt = decide(subscription, delivery, result, started_at, duration, now)
+        lease_left = delivery.lease_expires_at - now if wait else timedelta(0)
         try:
-            applied, _ = await self.bus.store.record_attempt(
-                attempt, policy=self.settings.health, now=now, system_events=system_events
+            applied, _ = await record_while_leased(
+                self.bus.store,
+                attempt,
+                policy=self.settings.health,
+                now=now,
+                lease_left=lease_left,
+                system_events=system_events,
             )
         except Exception as exc:  # the lease runs out and the delivery is sent again: at least once
             log.error("delivery_record_failed", delivery_id=delivery.delivery_id, error=str(exc))

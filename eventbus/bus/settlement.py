@@ -1,14 +1,27 @@
 """The retry rules of DESIGN.md §3: what one try's result settles for its delivery (succeeded, retry when, dead
-why), and what it tells the circuit. Pure: the dispatcher records what this decides."""
+why), and what it tells the circuit (pure), and the record of it, tried again while the store is unreachable."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta
 
 from eventbus.bus.kinds import SendResult, SendVerdict
 from eventbus.bus.retry import next_retry_at
-from eventbus.store.base import DeadReason, LeasedDelivery, Settle, Settlement, Subscription
-from eventbus.store.records import AttemptResult
+from eventbus.errors import UnavailableError
+from eventbus.store.base import (
+    DeadReason,
+    LeasedDelivery,
+    Settle,
+    Settlement,
+    Store,
+    Subscription,
+)
+from eventbus.store.records import AttemptResult, HealthChange, HealthPolicy, SystemEvents
+
+RECORD_RETRY_FIRST = 0.05  # seconds before recording an attempt again when the store was unreachable
+RECORD_RETRY_MOST = 2.0  # the longest wait between two tries
 
 
 def decide(
@@ -80,3 +93,32 @@ def decide(
         disable_reason=disable_reason,
         alert=result.alert and result.verdict is SendVerdict.RETRY,
     )
+
+
+async def record_while_leased(
+    store: Store,
+    attempt: AttemptResult,
+    *,
+    policy: HealthPolicy,
+    now: datetime,
+    lease_left: timedelta,
+    system_events: SystemEvents | None,
+) -> tuple[bool, list[HealthChange]]:
+    """`store.record_attempt`, tried again while the store is unreachable and the lease has time left.
+
+    A send that went out while the database was down (a restart, a failover) would otherwise stay unrecorded
+    until its lease ran out and then be sent a second time; recorded once the store is back, it is not, and the
+    next due delivery need not wait for the lease either. Waits are real time (the store's recovery is), backed
+    off from 50 ms to 2 s, and end with the lease: after that another process may hold it, and the record would
+    no longer settle the delivery. Any other failure is raised at once.
+    """
+    give_up = time.monotonic() + max(0.0, lease_left.total_seconds())
+    wait = RECORD_RETRY_FIRST
+    while True:
+        try:
+            return await store.record_attempt(attempt, policy=policy, now=now, system_events=system_events)
+        except UnavailableError:
+            if time.monotonic() + wait >= give_up:
+                raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RECORD_RETRY_MOST)
