@@ -156,3 +156,33 @@ def stored_event_to_json(stored: StoredEvent) -> dict[str, Any]:
     out["seq"] = stored.seq
     out["received_at"] = format_rfc3339(stored.received_at)
     return out
+
+
+def raw_request_to_json(
+    *,
+    request_id: str,
+    received_at: datetime,
+    method: str,
+    path: str,
+    query: tuple[tuple[str, str], ...],
+    headers: tuple[tuple[str, str], ...],
+    body: bytes,
+    remote: str | None,
+) -> dict[str, Any]:
+    """The `raw_request` of an event from `POST /hooks` as REST and the CLI show it: the body as text, or in
+    `body_base64` when it is not UTF-8."""
+    try:
+        text, encoded = body.decode("utf-8"), None
+    except UnicodeDecodeError:
+        text, encoded = "", base64.b64encode(body).decode()
+    return {
+        "request_id": request_id,
+        "received_at": format_rfc3339(received_at),
+        "method": method,
+        "path": path,
+        "query": [[k, v] for k, v in query],
+        "headers": [[k, v] for k, v in headers],
+        "body": text,
+        "body_base64": encoded,
+        "remote": remote,
+    }

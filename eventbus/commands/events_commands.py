@@ -4,14 +4,13 @@ latter with the raw inbound request an event came from; `EventBus.GetEvent` for 
 from __future__ import annotations
 
 import argparse
-import base64
 import sys
 from typing import TYPE_CHECKING, Any
 
-from eventbus.cejson import stored_event_to_json
+from eventbus.cejson import raw_request_to_json, stored_event_to_json
 from eventbus.commands.output import print_json, print_record, print_rows, wants_json
 from eventbus.errors import PermissionDeniedError
-from eventbus.model import StoredEvent, format_rfc3339
+from eventbus.model import StoredEvent
 
 if TYPE_CHECKING:
     from eventbus.client_values import RawRequestStatus
@@ -45,22 +44,17 @@ def event_row(stored: StoredEvent) -> dict[str, Any]:
 
 
 def raw_request_row(raw: RawRequestStatus) -> dict[str, Any]:
-    """The shape REST `GET /v1/events/{id}` gives `raw_request`: the body as text, or base64 when not UTF-8."""
-    try:
-        text, encoded = raw.body.decode("utf-8"), None
-    except UnicodeDecodeError:
-        text, encoded = "", base64.b64encode(raw.body).decode()
-    return {
-        "request_id": raw.request_id,
-        "received_at": format_rfc3339(raw.received_at),
-        "method": raw.method,
-        "path": raw.path,
-        "query": [[k, v] for k, v in raw.query],
-        "headers": [[k, v] for k, v in raw.headers],
-        "body": text,
-        "body_base64": encoded,
-        "remote": raw.remote,
-    }
+    """The shape REST `GET /v1/events/{id}` gives `raw_request`."""
+    return raw_request_to_json(
+        request_id=raw.request_id,
+        received_at=raw.received_at,
+        method=raw.method,
+        path=raw.path,
+        query=raw.query,
+        headers=raw.headers,
+        body=raw.body,
+        remote=raw.remote,
+    )
 
 
 def _safe(text: str) -> str:

@@ -13,7 +13,7 @@ from eventbus.bus.groups import GroupInfo
 from eventbus.bus.keys import KeyInfo
 from eventbus.bus.sources import SourceInfo
 from eventbus.bus.subscriptions import SubscriptionInfo
-from eventbus.cejson import stored_event_to_json
+from eventbus.cejson import raw_request_to_json, stored_event_to_json
 from eventbus.model import PublishResult, StoredEvent, format_rfc3339
 from eventbus.store.base import SubscriptionStats
 from eventbus.store.records import Attempt, DeliveryRecord
@@ -302,21 +302,16 @@ def event_view(stored: StoredEvent) -> JSON:
 
 def raw_request_view(stored: StoredRequest) -> JSON:
     request = stored.request
-    try:
-        text, raw = request.body.decode("utf-8"), None
-    except UnicodeDecodeError:
-        text, raw = "", base64.b64encode(request.body).decode()
-    return {
-        "request_id": stored.request_id,
-        "received_at": format_rfc3339(stored.received_at),
-        "method": request.method,
-        "path": request.path,
-        "query": [[k, v] for k, v in request.query],
-        "headers": [[k, v] for k, v in request.headers],
-        "body": text,
-        "body_base64": raw,
-        "remote": request.remote,
-    }
+    return raw_request_to_json(
+        request_id=stored.request_id,
+        received_at=stored.received_at,
+        method=request.method,
+        path=request.path,
+        query=request.query,
+        headers=request.headers,
+        body=request.body,
+        remote=request.remote,
+    )
 
 
 def published_view(results: list[PublishResult]) -> JSON:
