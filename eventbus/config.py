@@ -54,6 +54,9 @@ class ServerSettings:
     http_max_connections: int = 1024
     http_keepalive_timeout: float = 75.0
     upkeep_every: float = 30.0  # seconds between upkeep rounds (retention, group expiry, space reclaimed)
+    # Seconds a delivery's lease outlives its attempt timeout × lease-ahead: how long a process that died or stalled
+    # mid-send keeps its deliveries from the others (shorter: faster take-over, and a stalled send may go twice).
+    lease_margin: float = 30.0
 
     def check_exposure(self, *, stored_keys: bool = False) -> None:
         """Beyond loopback the server needs an API key, and TLS unless `--insecure` (keys would travel in clear).

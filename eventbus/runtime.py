@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -88,7 +89,9 @@ class EventBusServer:
             metrics=Metrics(subscription_labels=settings.metrics_subscription_labels),
         )
         self.policy = DestinationPolicy(settings.allow_destinations)
-        dispatch = dispatch_settings or DispatchSettings(max_in_flight=settings.max_in_flight)
+        dispatch = dispatch_settings or DispatchSettings(
+            max_in_flight=settings.max_in_flight, lease_margin=timedelta(seconds=settings.lease_margin)
+        )
         # As many pooled connections as the dispatcher has sends in flight: no attempt's timeout is spent
         # waiting for a connection another destination holds.
         self.egress = EgressClient(

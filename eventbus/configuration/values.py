@@ -258,6 +258,14 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
     ),
     Setting(
+        "lease_margin",
+        "retry.lease_margin",
+        None,
+        "EVENTBUS_LEASE_MARGIN",
+        _bounded_seconds(1.0, 600.0),
+        live=False,
+    ),
+    Setting(
         "http_header_timeout",
         "limits.http_header_timeout",
         None,

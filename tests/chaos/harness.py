@@ -180,6 +180,9 @@ class Harness:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             cwd=self.workdir,
+            # A killed server's leases: released when SQLite is opened again; on PostgreSQL they expire, after the
+            # attempt timeouts and this margin (30 s by default), which is the drain's wait after the last kill.
+            env={**os.environ, "EVENTBUS_LEASE_MARGIN": "3"},
             limit=4 * 1024 * 1024,  # a log line with a traceback may be long
         )
         incarnation = Incarnation(

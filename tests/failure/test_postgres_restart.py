@@ -204,6 +204,7 @@ async def test_postgres_stopped_and_restarted_under_load(
                 tmp_path,
                 store=pg_cluster.url(schema=SCHEMA),
                 extra=["--allow-destination", "127.0.0.1/32"],
+                env={"EVENTBUS_LEASE_MARGIN": "3"},  # a send cut off by the outage is taken over in seconds
             )
             for _ in range(PROCESSES)
         )

@@ -29,7 +29,8 @@ SCHEMA = "failure_sigkill"
 FLAGS = ["--allow-destination", "127.0.0.1/32"]
 BATCH = 10
 PROCESSES = 3
-LEASE_S = 1 * 4 + 30  # attempt timeout × lease_ahead + lease_margin (DispatchSettings defaults)
+LEASE_MARGIN_S = 3  # EVENTBUS_LEASE_MARGIN: the take-over after a crash comes this much after the attempt timeouts
+LEASE_S = 1 * 4 + LEASE_MARGIN_S  # attempt timeout × lease_ahead (4) + lease margin
 
 
 def orders(tag: str, first: int) -> list[Event]:
@@ -57,7 +58,16 @@ async def test_a_sigkilled_process_leases_are_sent_by_the_survivors_after_expiry
 ) -> None:
     url = pg_cluster.url(schema=SCHEMA)
     victim, *survivors = await asyncio.gather(
-        *(asyncio.to_thread(start_server_process, tmp_path, store=url, extra=FLAGS) for _ in range(PROCESSES))
+        *(
+            asyncio.to_thread(
+                start_server_process,
+                tmp_path,
+                store=url,
+                extra=FLAGS,
+                env={"EVENTBUS_LEASE_MARGIN": str(LEASE_MARGIN_S)},
+            )
+            for _ in range(PROCESSES)
+        )
     )
     server_process.extend([victim, *survivors])
     victim_pid = victim.process.pid
@@ -143,6 +153,9 @@ async def test_a_sigkilled_process_leases_are_sent_by_the_survivors_after_expiry
     for webhook_id in held_by_victim:
         lease_end = expiry.get(webhook_id)
         assert isinstance(lease_end, datetime), f"{webhook_id} was held by the victim but not leased at the kill"
+        # The lease margin setting is the one in force: the lease ends within LEASE_S of the kill (a lease taken
+        # just before it), not 30 s later as with the default margin.
+        assert lease_end.timestamp() <= killed_at[0] + LEASE_S + 1, (webhook_id, lease_end.timestamp() - killed_at[0])
         sent_again = min(
             (a for a in receiver.arrivals if a.webhook_id == webhook_id and a.pid in survivor_pids and a.answered),
             key=lambda a: a.at,
