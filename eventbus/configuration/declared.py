@@ -130,11 +130,12 @@ class DeclaredResources:
                 info = await sources.create(self._source_input(declared, declared.name))
             except AlreadyExistsError:
                 existing = await sources.find(declared.name)
-                if await self.store.find_managed(existing.id) is not None:
-                    # Another process sharing the store (PostgreSQL) applied the same file first.
+                claim = await self._claimed(SOURCE, declared.name)
+                if claim is not None and not claim.pending and claim.resource_id == existing.id:
+                    # Another process sharing the store (PostgreSQL) applied the same file first; its marker may
+                    # have replaced its claim only now, so the marker is read once, after the refusal.
                     report.unchanged.append(label)
                     return
-                claim = await self._claimed(SOURCE, declared.name)
                 ours = claim is not None and bool(token) and claim.digest == token
                 if claim is None or not claim.pending or ours:
                     if ours:
